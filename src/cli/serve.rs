@@ -1,0 +1,119 @@
+//! `inferno serve`: resolve (and if needed download) the model, bind, load, serve, shut down.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{Config, ServeOptions};
+use crate::http::{self, AppState};
+use crate::models::pull::PullOptions;
+use crate::models::registry::Registry;
+
+/// Arguments of `inferno serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Serving options (each also `INFERNO_<NAME>` and a key in the `--config` file).
+    #[command(flatten)]
+    pub options: ServeOptions,
+    /// TOML file with the same keys as the flags (kebab-case).
+    #[arg(long, env = "INFERNO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// llama.cpp's OpenMP threads busy-wait by default, which collapses decode speed when cores are
+/// shared; the policy is read at process start, so re-exec once with it set (DESIGN.md).
+pub fn ensure_passive_openmp() -> anyhow::Result<()> {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return Ok(());
+    }
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("cannot find the inferno executable to re-exec")?;
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "passive")
+        .exec();
+    Err(err).context("re-exec with OMP_WAIT_POLICY=passive failed")
+}
+
+/// Runs the server until SIGTERM/SIGINT, then drains in-flight requests within the grace period.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::resolve(args.options, args.config.as_deref())?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let pull_options = PullOptions {
+        pypi_url: config.pypi_url.clone(),
+        progress: true,
+    };
+    let model =
+        crate::models::resolve(config.model.as_deref(), &config.models_dir, &pull_options).await?;
+    let address = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    tracing::info!(address = %listener.local_addr()?, model = %model.id, path = %model.path.display(), "listening; loading model");
+
+    let registry = Arc::new(Registry::new(model.id.clone()));
+    let loader = {
+        let registry = registry.clone();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || match crate::models::load(&model, &config) {
+            Ok(served) => {
+                tracing::info!(model = %served.id, "ready");
+                registry.set_ready(served);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "model failed to load");
+                registry.set_failed(err.to_string());
+            }
+        })
+    };
+    let state = AppState::new(registry.clone(), config.max_body_bytes);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let server = http::serve(listener, state, {
+        let stop = stop.clone();
+        async move { stop.notified().await }
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        signal = shutdown_signal() => {
+            tracing::info!(signal, grace_secs = config.shutdown_grace_secs, "shutting down: no new connections; finishing in-flight requests");
+            stop.notify_one();
+            match tokio::time::timeout(Duration::from_secs(config.shutdown_grace_secs), &mut server).await {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!("grace period over; exiting with requests still in flight"),
+            }
+        }
+    }
+    let _ = loader.await;
+    if let Some(Ok(model)) = registry.take().map(Arc::try_unwrap) {
+        tokio::task::spawn_blocking(move || model.engine.shutdown()).await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    let mut terminate = match tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::terminate(),
+    ) {
+        Ok(signal) => signal,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}

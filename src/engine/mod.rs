@@ -1,0 +1,244 @@
+//! The backend-agnostic inference core.
+//!
+//! [`Engine`] is the handle the HTTP side holds: it tokenizes through the shared
+//! [`Tokenizer`](crate::backend::Tokenizer) and submits [`GenerateRequest`]s on a bounded queue.
+//! One OS thread per model runs [`EngineRunner::run`], which owns the [`Backend`] and does
+//! continuous batching. Each request gets its own channel of [`Event`]s; dropping the receiver
+//! cancels the request before the next step.
+
+mod core;
+pub mod detokenizer;
+pub mod request;
+pub mod scheduler;
+mod sequence;
+pub mod stop;
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+pub use request::{EngineLimits, GenerateRequest, GenerationOptions, ValidationError};
+
+use crate::backend::{Backend, BackendError, ModelInfo, SharedTokenizer};
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` (or the context) was reached.
+    Length,
+}
+
+/// Final accounting of a finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens sampled, including a final end-of-generation token.
+    pub completion_tokens: usize,
+}
+
+/// What the engine tells a request's receiver. Exactly one `Done` or `Failed` comes last.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Newly generated text (never empty, never part of a stop string).
+    Text(String),
+    /// Generation finished normally.
+    Done(Completion),
+    /// Generation failed; no more events follow.
+    Failed(EngineError),
+}
+
+/// Errors of the engine boundary.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    /// The submit queue is full; the client should retry later.
+    #[error("the server is overloaded: {queued} requests are already waiting")]
+    QueueFull {
+        /// Capacity of the queue.
+        queued: usize,
+    },
+    /// The engine thread has stopped.
+    #[error("the model's engine has stopped")]
+    Stopped,
+    /// The backend failed while evaluating this request.
+    #[error("inference failed: {0}")]
+    Backend(String),
+    /// The model could not be loaded.
+    #[error("model failed to load: {0}")]
+    Load(String),
+}
+
+impl From<BackendError> for EngineError {
+    fn from(err: BackendError) -> Self {
+        match err {
+            BackendError::Load { .. } | BackendError::Context(_) => {
+                EngineError::Load(err.to_string())
+            }
+            other => EngineError::Backend(other.to_string()),
+        }
+    }
+}
+
+/// Engine sizing, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Most sequences decoded at once (backend slots).
+    pub parallel: usize,
+    /// Token budget of one step.
+    pub batch_tokens: usize,
+    /// Tokens per sequence.
+    pub ctx_size: u32,
+    /// Requests that may wait for a slot.
+    pub queue_capacity: usize,
+}
+
+/// A request on its way to the engine thread.
+#[derive(Debug)]
+pub(crate) struct Submission {
+    request: GenerateRequest,
+    reply: UnboundedSender<Event>,
+}
+
+struct Ready {
+    tokenizer: SharedTokenizer,
+    info: ModelInfo,
+}
+
+/// Handed to the backend loader on the engine thread; [`EngineRunner::run`] drives the loop.
+pub struct EngineRunner {
+    settings: EngineSettings,
+    commands: Receiver<Submission>,
+    ready: SyncSender<Result<Ready, BackendError>>,
+}
+
+impl EngineRunner {
+    /// The settings the backend should size itself for.
+    pub fn settings(&self) -> EngineSettings {
+        self.settings
+    }
+
+    /// Reports readiness to [`Engine::spawn`] and runs continuous batching until every
+    /// [`Engine`] handle is dropped and the last sequence finished.
+    pub fn run<B: Backend>(self, backend: B, tokenizer: SharedTokenizer, info: ModelInfo) {
+        let ready = Ready {
+            tokenizer: tokenizer.clone(),
+            info,
+        };
+        if self.ready.send(Ok(ready)).is_err() {
+            return;
+        }
+        let mut core = core::EngineCore::new(backend, tokenizer, self.settings, self.commands);
+        while core.tick(true) {}
+    }
+}
+
+/// Handle to a model's engine thread.
+pub struct Engine {
+    commands: Option<SyncSender<Submission>>,
+    tokenizer: SharedTokenizer,
+    info: ModelInfo,
+    settings: EngineSettings,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts thread `engine-<name>`, runs `load` on it, and waits until the backend is ready
+    /// (or failed to load: a clean error, never a panic). Blocking: call from a blocking context.
+    pub fn spawn<F>(name: &str, settings: EngineSettings, load: F) -> Result<Engine, EngineError>
+    where
+        F: FnOnce(EngineRunner) -> Result<(), BackendError> + Send + 'static,
+    {
+        let (commands_tx, commands_rx) = std::sync::mpsc::sync_channel(settings.queue_capacity);
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let runner = EngineRunner {
+            settings,
+            commands: commands_rx,
+            ready: ready_tx.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("engine-{name}"))
+            .spawn(move || {
+                if let Err(err) = load(runner) {
+                    tracing::error!(error = %err, "engine backend failed");
+                    let _ = ready_tx.try_send(Err(err));
+                }
+            })
+            .map_err(|err| EngineError::Load(format!("cannot start engine thread: {err}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(ready)) => Ok(Engine {
+                commands: Some(commands_tx),
+                tokenizer: ready.tokenizer,
+                info: ready.info,
+                settings,
+                thread: Some(thread),
+            }),
+            Ok(Err(err)) => Err(err.into()),
+            Err(_) => Err(EngineError::Load(
+                "engine thread ended during load".to_owned(),
+            )),
+        }
+    }
+
+    /// Queues `request`; returns its event stream. A full queue is reported at once.
+    pub fn submit(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<UnboundedReceiver<Event>, EngineError> {
+        let (reply, events) = tokio::sync::mpsc::unbounded_channel();
+        let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
+        match commands.try_send(Submission { request, reply }) {
+            Ok(()) => Ok(events),
+            Err(TrySendError::Full(_)) => Err(EngineError::QueueFull {
+                queued: self.settings.queue_capacity,
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(EngineError::Stopped),
+        }
+    }
+
+    /// The tokenizer of the loaded model.
+    pub fn tokenizer(&self) -> &SharedTokenizer {
+        &self.tokenizer
+    }
+
+    /// Facts about the loaded model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Limits requests are validated against.
+    pub fn limits(&self) -> EngineLimits {
+        EngineLimits {
+            ctx_size: self.settings.ctx_size,
+            vocab_size: self.info.vocab_size,
+        }
+    }
+
+    /// Whether the engine thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops accepting requests, lets running ones finish, and joins the thread.
+    pub fn shutdown(mut self) {
+        self.commands = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

