@@ -10,7 +10,9 @@ export RUSTFLAGS += -C target-cpu=native
 endif
 BIN := target/release/inferno
 
-.PHONY: help deps build serve pull test lint fmt bench clean
+PYDEPS := .cache/pydeps
+
+.PHONY: help deps build serve pull test test-openai lint fmt bench clean
 
 help:
 	@echo "make serve   - install build deps if needed, build, download the default model, serve on 127.0.0.1:8080"
@@ -44,6 +46,12 @@ serve: build
 
 test: build
 	$(CARGO) test --release --locked $(FEATURES)
+	$(MAKE) test-openai
+
+# The official openai Python client against the built binary and the default model.
+test-openai: build
+	@[ -d $(PYDEPS)/openai ] || python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --root-user-action=ignore --target $(PYDEPS) openai
+	PYTHONPATH=$(PYDEPS) python3 tests/openai_client.py $(BIN) "$$($(BIN) pull --quiet)"
 
 lint: deps
 	$(CARGO) fmt --all -- --check

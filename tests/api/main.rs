@@ -6,3 +6,4 @@ mod common;
 mod completions;
 mod concurrency;
 mod errors;
+mod loading;
