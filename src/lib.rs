@@ -29,8 +29,10 @@
 //! - [`cli`]: one file per subcommand.
 //! - [`bench`]: the load generator behind `inferno bench`.
 //! - [`metrics`]: every metric name, spelled once.
+//! - [`auth`]: identities from API keys and JWTs; [`ratelimit`]: per-identity token buckets.
 
 pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod bench;
 pub mod cli;
@@ -39,3 +41,4 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod models;
+pub mod ratelimit;

@@ -10,9 +10,27 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "inferno", version, about)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "INFERNO_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// The subcommands.
@@ -31,7 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if matches!(cli.command, Command::Serve(_)) {
         serve::ensure_passive_openmp()?;
     }
-    init_tracing();
+    init_tracing(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -44,10 +62,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-/// Logs to stderr; `INFERNO_LOG` filters (default `info`), `INFERNO_LOG_FORMAT=json` for JSON lines.
-fn init_tracing() {
+/// Logs to stderr, filtered by `INFERNO_LOG` or else `RUST_LOG` (default `info`).
+fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("INFERNO_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
@@ -55,7 +74,7 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    if std::env::var("INFERNO_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();

@@ -47,6 +47,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
+    crate::metrics::install();
     let pull_options = PullOptions {
         pypi_url: config.pypi_url.clone(),
         progress: true,
@@ -75,6 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
     let state = AppState::new(registry.clone(), config.max_body_bytes);
+    let ops = state.clone();
     let stop = Arc::new(tokio::sync::Notify::new());
     let server = http::serve(listener, state, {
         let stop = stop.clone();
@@ -84,6 +86,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::select! {
         result = &mut server => result?,
         signal = shutdown_signal() => {
+            ops.begin_shutdown();
+            if config.shutdown_delay_secs > 0 {
+                tracing::info!(signal, delay_secs = config.shutdown_delay_secs, "shutting down: /ready now answers 503; still serving");
+                // Keep serving (new requests too) while load balancers notice `/ready`.
+                let _ = tokio::time::timeout(Duration::from_secs(config.shutdown_delay_secs), &mut server).await;
+            }
             tracing::info!(signal, grace_secs = config.shutdown_grace_secs, "shutting down: no new connections; finishing in-flight requests");
             stop.notify_one();
             match tokio::time::timeout(Duration::from_secs(config.shutdown_grace_secs), &mut server).await {

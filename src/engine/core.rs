@@ -1,12 +1,14 @@
 //! The continuous-batching loop, one step per [`EngineCore::tick`].
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Instant;
 
 use super::scheduler::{Demand, Scheduler};
 use super::sequence::Sequence;
-use super::{EngineError, EngineSettings, Event, Submission};
+use super::{EngineError, EngineSettings, EngineStats, Event, Submission};
 use crate::backend::{Backend, BatchEntry, SharedTokenizer};
-use crate::metrics;
+use crate::metrics::EngineMetrics;
 
 /// Owns the backend and the running sequences; single-threaded by construction.
 pub(crate) struct EngineCore<B: Backend> {
@@ -19,6 +21,8 @@ pub(crate) struct EngineCore<B: Backend> {
     running: Vec<Sequence>,
     /// No more submissions can arrive.
     closed: bool,
+    metrics: EngineMetrics,
+    stats: Arc<EngineStats>,
 }
 
 impl<B: Backend> EngineCore<B> {
@@ -36,7 +40,19 @@ impl<B: Backend> EngineCore<B> {
             commands,
             running: Vec::with_capacity(settings.parallel),
             closed: false,
+            metrics: EngineMetrics::noop(),
+            stats: Arc::new(EngineStats::new(
+                settings.parallel,
+                settings.ctx_size as usize,
+            )),
         }
+    }
+
+    /// Reports into `metrics` and `stats` (shared with the [`super::Engine`] handle).
+    pub fn with_observers(mut self, metrics: EngineMetrics, stats: Arc<EngineStats>) -> Self {
+        self.metrics = metrics;
+        self.stats = stats;
+        self
     }
 
     /// The backend, for tests.
@@ -56,13 +72,26 @@ impl<B: Backend> EngineCore<B> {
     pub fn tick(&mut self, block: bool) -> bool {
         // Retire first so a slot freed by a departed client is refilled in this same step.
         self.retire_cancelled();
+        if self.running.is_empty() {
+            // Publish the idle state before `admit` blocks waiting for work.
+            self.publish(0);
+        }
         self.admit(block);
         if self.running.is_empty() {
             return !self.closed;
         }
-        self.step();
-        metrics::gauge_running(self.running.len());
+        let generated = self.step();
+        self.publish(generated);
         true
+    }
+
+    /// Updates the shared stats and gauges after a step (or after the last sequence left).
+    fn publish(&mut self, generated: usize) {
+        let kv_cells: usize = self.running.iter().map(Sequence::kv_cells).sum();
+        self.stats
+            .record_step(self.running.len(), kv_cells, generated, Instant::now());
+        self.metrics.set_running(self.running.len());
+        self.metrics.set_kv_usage(self.stats.kv_usage());
     }
 
     fn admit(&mut self, block: bool) {
@@ -80,7 +109,9 @@ impl<B: Backend> EngineCore<B> {
                     break;
                 }
             };
+            self.metrics.set_waiting(self.stats.dequeued());
             if submission.reply.is_closed() {
+                self.metrics.cancelled.increment(1);
                 continue;
             }
             let slot = self.running.len();
@@ -88,8 +119,16 @@ impl<B: Backend> EngineCore<B> {
                 let _ = submission.reply.send(Event::Failed(err.into()));
                 continue;
             }
-            self.running
-                .push(Sequence::new(slot, submission.request, submission.reply));
+            let queued = submission.submitted.elapsed();
+            self.metrics.queue_wait.record(queued.as_secs_f64());
+            self.metrics
+                .prompt_tokens
+                .increment(submission.request.prompt.len() as u64);
+            self.metrics
+                .prompt_cache_queries
+                .increment(submission.request.prompt.len() as u64);
+            self.stats.record_prompt(submission.request.prompt.len());
+            self.running.push(Sequence::new(slot, submission, queued));
         }
     }
 
@@ -99,7 +138,7 @@ impl<B: Backend> EngineCore<B> {
             if self.running[index].client_left() {
                 let sequence = self.remove(index);
                 tracing::debug!(slot = sequence.slot, "client left; sequence retired");
-                metrics::count_cancelled();
+                self.metrics.cancelled.increment(1);
             } else {
                 index += 1;
             }
@@ -121,7 +160,8 @@ impl<B: Backend> EngineCore<B> {
         sequence
     }
 
-    fn step(&mut self) {
+    /// Runs one batch; returns how many tokens were generated.
+    fn step(&mut self) -> usize {
         let demands: Vec<Demand> = self.running.iter().map(Sequence::demand).collect();
         let plan = self.scheduler.plan(&demands);
         let batch: Vec<BatchEntry<'_>> = plan
@@ -147,7 +187,8 @@ impl<B: Backend> EngineCore<B> {
         let batch_tokens: usize = plan.iter().map(|w| w.tokens).sum();
         let result = self.backend.step(&batch);
         drop(batch);
-        metrics::count_batch(batch_tokens);
+        self.metrics.batch_size.record(plan.len() as f64);
+        self.metrics.batch_tokens.record(batch_tokens as f64);
 
         let tokens = match result {
             Ok(tokens) if tokens.len() == samples.len() => tokens,
@@ -158,29 +199,36 @@ impl<B: Backend> EngineCore<B> {
                     samples.len()
                 );
                 self.fail_planned(&plan, EngineError::Backend(message));
-                return;
+                return 0;
             }
             Err(err) => {
                 tracing::error!(error = %err, "batch failed");
                 self.fail_planned(&plan, err.into());
-                return;
+                return 0;
             }
         };
         for work in &plan {
             self.running[work.index].advance(work.tokens);
         }
         let mut finished = Vec::new();
+        let now = Instant::now();
         for (&index, &token) in samples.iter().zip(&tokens) {
-            if let Some(reason) = self.running[index].accept(token, self.tokenizer.as_ref()) {
+            let sequence = &mut self.running[index];
+            if let Some(reason) =
+                sequence.accept(token, self.tokenizer.as_ref(), now, &self.metrics)
+            {
                 finished.push((index, reason));
             }
         }
-        metrics::count_generated(tokens.len());
+        self.metrics
+            .generation_tokens
+            .increment(tokens.len() as u64);
         // Remove from the back so earlier indices stay valid.
         finished.sort_unstable_by_key(|&(index, _)| std::cmp::Reverse(index));
         for (index, reason) in finished {
-            self.remove(index).finish(reason);
+            self.remove(index).finish(reason, now, &self.metrics);
         }
+        tokens.len()
     }
 
     /// Fails every sequence that took part in a failed batch: their KV state is unknown.

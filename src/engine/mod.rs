@@ -11,14 +11,18 @@ pub mod detokenizer;
 pub mod request;
 pub mod scheduler;
 mod sequence;
+pub mod stats;
 pub mod stop;
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 pub use request::{EngineLimits, GenerateRequest, GenerationOptions, ValidationError};
+pub use stats::{EngineSnapshot, EngineStats};
 
 use crate::backend::{Backend, BackendError, ModelInfo, SharedTokenizer};
 
@@ -40,6 +44,19 @@ pub struct Completion {
     pub prompt_tokens: usize,
     /// Tokens sampled, including a final end-of-generation token.
     pub completion_tokens: usize,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Durations of one request inside the engine, measured from its submission.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Waiting for a sequence slot.
+    pub queued: Duration,
+    /// Until the first generated token.
+    pub first_token: Option<Duration>,
+    /// Until the last token.
+    pub total: Duration,
 }
 
 /// What the engine tells a request's receiver. Exactly one `Done` or `Failed` comes last.
@@ -102,6 +119,7 @@ pub struct EngineSettings {
 pub(crate) struct Submission {
     request: GenerateRequest,
     reply: UnboundedSender<Event>,
+    submitted: Instant,
 }
 
 struct Ready {
@@ -111,7 +129,9 @@ struct Ready {
 
 /// Handed to the backend loader on the engine thread; [`EngineRunner::run`] drives the loop.
 pub struct EngineRunner {
+    name: String,
     settings: EngineSettings,
+    stats: Arc<EngineStats>,
     commands: Receiver<Submission>,
     ready: SyncSender<Result<Ready, BackendError>>,
 }
@@ -132,7 +152,9 @@ impl EngineRunner {
         if self.ready.send(Ok(ready)).is_err() {
             return;
         }
-        let mut core = core::EngineCore::new(backend, tokenizer, self.settings, self.commands);
+        let metrics = crate::metrics::EngineMetrics::new(&self.name);
+        let mut core = core::EngineCore::new(backend, tokenizer, self.settings, self.commands)
+            .with_observers(metrics, self.stats);
         while core.tick(true) {}
     }
 }
@@ -143,6 +165,7 @@ pub struct Engine {
     tokenizer: SharedTokenizer,
     info: ModelInfo,
     settings: EngineSettings,
+    stats: Arc<EngineStats>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -163,8 +186,14 @@ impl Engine {
     {
         let (commands_tx, commands_rx) = std::sync::mpsc::sync_channel(settings.queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let stats = Arc::new(EngineStats::new(
+            settings.parallel,
+            settings.ctx_size as usize,
+        ));
         let runner = EngineRunner {
+            name: name.to_owned(),
             settings,
+            stats: stats.clone(),
             commands: commands_rx,
             ready: ready_tx.clone(),
         };
@@ -183,6 +212,7 @@ impl Engine {
                 tokenizer: ready.tokenizer,
                 info: ready.info,
                 settings,
+                stats,
                 thread: Some(thread),
             }),
             Ok(Err(err)) => Err(err.into()),
@@ -199,12 +229,24 @@ impl Engine {
     ) -> Result<UnboundedReceiver<Event>, EngineError> {
         let (reply, events) = tokio::sync::mpsc::unbounded_channel();
         let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
-        match commands.try_send(Submission { request, reply }) {
+        // Count before sending so the engine's decrement never runs first.
+        self.stats.queued();
+        let submission = Submission {
+            request,
+            reply,
+            submitted: Instant::now(),
+        };
+        match commands.try_send(submission) {
             Ok(()) => Ok(events),
-            Err(TrySendError::Full(_)) => Err(EngineError::QueueFull {
-                queued: self.settings.queue_capacity,
-            }),
-            Err(TrySendError::Disconnected(_)) => Err(EngineError::Stopped),
+            Err(err) => {
+                self.stats.dequeued();
+                match err {
+                    TrySendError::Full(_) => Err(EngineError::QueueFull {
+                        queued: self.settings.queue_capacity,
+                    }),
+                    TrySendError::Disconnected(_) => Err(EngineError::Stopped),
+                }
+            }
         }
     }
 
@@ -224,6 +266,36 @@ impl Engine {
             ctx_size: self.settings.ctx_size,
             vocab_size: self.info.vocab_size,
         }
+    }
+
+    /// Runs one tiny generation so the first real request does not pay one-time costs
+    /// (buffer allocation, thread start-up). Blocking.
+    pub fn warm_up(&self) -> Result<(), EngineError> {
+        let mut prompt = self.tokenizer.encode("Hello", true, false);
+        if prompt.is_empty() {
+            prompt.push(0);
+        }
+        let options = GenerationOptions {
+            max_tokens: Some(1),
+            temperature: Some(0.0),
+            ..Default::default()
+        };
+        let request = GenerateRequest::new(prompt, options, &self.limits())
+            .map_err(|err| EngineError::Load(format!("warm-up request invalid: {err}")))?;
+        let mut events = self.submit(request)?;
+        while let Some(event) = events.blocking_recv() {
+            match event {
+                Event::Text(_) => {}
+                Event::Done(_) => return Ok(()),
+                Event::Failed(err) => return Err(err),
+            }
+        }
+        Err(EngineError::Stopped)
+    }
+
+    /// Live counters for `/status`.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
     }
 
     /// Whether the engine thread is still running.

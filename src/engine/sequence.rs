@@ -1,12 +1,15 @@
 //! One request's life inside the engine: prefill, decode, finish.
 
+use std::time::{Duration, Instant};
+
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::detokenizer::Detokenizer;
 use super::scheduler::Demand;
 use super::stop::StopMatcher;
-use super::{Completion, Event, FinishReason, GenerateRequest};
+use super::{Completion, Event, FinishReason, GenerateRequest, Submission, Timings};
 use crate::backend::{SlotId, TokenId, Tokenizer};
+use crate::metrics::EngineMetrics;
 
 /// A request admitted into a backend slot.
 #[derive(Debug)]
@@ -24,10 +27,20 @@ pub(crate) struct Sequence {
     detokenizer: Detokenizer,
     stop: StopMatcher,
     reply: UnboundedSender<Event>,
+    submitted: Instant,
+    queued: Duration,
+    first_token: Option<Duration>,
+    last_token_at: Option<Instant>,
 }
 
 impl Sequence {
-    pub fn new(slot: SlotId, request: GenerateRequest, reply: UnboundedSender<Event>) -> Self {
+    /// Admits `submission` into `slot` after it waited `queued`.
+    pub fn new(slot: SlotId, submission: Submission, queued: Duration) -> Self {
+        let Submission {
+            request,
+            reply,
+            submitted,
+        } = submission;
         let stop = StopMatcher::new(request.stop.clone());
         Sequence {
             slot,
@@ -39,7 +52,16 @@ impl Sequence {
             detokenizer: Detokenizer::new(),
             stop,
             reply,
+            submitted,
+            queued,
+            first_token: None,
+            last_token_at: None,
         }
+    }
+
+    /// KV cells this sequence occupies.
+    pub fn kv_cells(&self) -> usize {
+        self.n_past
     }
 
     /// Whether the client is gone (its receiver was dropped).
@@ -87,8 +109,24 @@ impl Sequence {
     }
 
     /// Takes a sampled token; returns how the sequence finished, if it did.
-    pub fn accept(&mut self, token: TokenId, tokenizer: &dyn Tokenizer) -> Option<FinishReason> {
+    pub fn accept(
+        &mut self,
+        token: TokenId,
+        tokenizer: &dyn Tokenizer,
+        now: Instant,
+        metrics: &EngineMetrics,
+    ) -> Option<FinishReason> {
         self.generated += 1;
+        match self.last_token_at.replace(now) {
+            Some(previous) => metrics
+                .inter_token_latency
+                .record(now.duration_since(previous).as_secs_f64()),
+            None => {
+                let first = now.duration_since(self.submitted);
+                self.first_token = Some(first);
+                metrics.time_to_first_token.record(first.as_secs_f64());
+            }
+        }
         if tokenizer.is_eog(token) && !self.request.ignore_eos {
             self.release_tail();
             return Some(FinishReason::Stop);
@@ -112,11 +150,18 @@ impl Sequence {
     }
 
     /// Sends the final event; consumes the sequence.
-    pub fn finish(self, reason: FinishReason) {
+    pub fn finish(self, reason: FinishReason, now: Instant, metrics: &EngineMetrics) {
+        let total = now.duration_since(self.submitted);
+        metrics.inference_duration.record(total.as_secs_f64());
         let completion = Completion {
             finish_reason: reason,
             prompt_tokens: self.request.prompt.len(),
             completion_tokens: self.generated as usize,
+            timings: Timings {
+                queued: self.queued,
+                first_token: self.first_token,
+                total,
+            },
         };
         let _ = self.reply.send(Event::Done(completion));
     }

@@ -43,7 +43,11 @@ impl Harness {
         let request = GenerateRequest::new(prompt, options, &limits).expect("valid request");
         let (reply, events) = tokio::sync::mpsc::unbounded_channel();
         self.commands
-            .try_send(Submission { request, reply })
+            .try_send(Submission {
+                request,
+                reply,
+                submitted: std::time::Instant::now(),
+            })
             .expect("queue has room");
         events
     }
@@ -70,7 +74,8 @@ fn max_tokens(n: u32) -> GenerationOptions {
     }
 }
 
-/// Collects all events; asserts exactly one final event and that it is last.
+/// Collects all events; asserts exactly one final event and that it is last. Timings are
+/// zeroed in the returned final event so tests can compare it exactly.
 fn drain(events: &mut UnboundedReceiver<Event>) -> (String, Event) {
     let mut text = String::new();
     let mut all = Vec::new();
@@ -79,7 +84,17 @@ fn drain(events: &mut UnboundedReceiver<Event>) -> (String, Event) {
     }
     let finals = all.iter().filter(|e| !matches!(e, Event::Text(_))).count();
     assert_eq!(finals, 1, "exactly one final event: {all:?}");
-    let last = all.pop().expect("at least the final event");
+    let last = match all.pop().expect("at least the final event") {
+        Event::Done(completion) => {
+            let timings = completion.timings;
+            assert!(timings.total >= timings.queued, "{timings:?}");
+            Event::Done(Completion {
+                timings: Timings::default(),
+                ..completion
+            })
+        }
+        other => other,
+    };
     assert!(
         !matches!(last, Event::Text(_)),
         "the final event comes last: {last:?}"
@@ -118,6 +133,7 @@ fn one_request_streams_then_finishes_with_length() {
         finish_reason: FinishReason::Length,
         prompt_tokens: 2,
         completion_tokens: 40,
+        timings: Timings::default(),
     };
     assert_eq!(last, Event::Done(completion));
     assert_eq!(text, expected_reply(40, "hi"));
@@ -147,6 +163,7 @@ fn end_of_generation_finishes_with_stop_and_min_tokens_delays_it() {
             finish_reason: reason,
             prompt_tokens: 1,
             completion_tokens: tokens,
+            timings: Timings::default(),
         })
     };
     assert_eq!(

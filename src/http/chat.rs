@@ -1,10 +1,12 @@
 //! `POST /v1/chat/completions`.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::extract::Json;
+use super::observe::ModelLabel;
 use super::params::{generation_options, reject_unknown, response_id};
 use super::stream::{ChunkFormat, collect, finish_reason_name, sse_response, usage_of};
 use super::{ApiError, AppState, unix_now};
@@ -20,6 +22,7 @@ use crate::models::chat_template::TemplateMessage;
 /// Answers a chat completion, streamed or whole.
 pub async fn chat_completions(
     State(state): State<AppState>,
+    Extension(label): Extension<ModelLabel>,
     Json(request): Json<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     check_unsupported(&request)?;
@@ -29,6 +32,7 @@ pub async fn chat_completions(
     let options = generation_options(&request.sampling, max_tokens)?;
     let messages = template_messages(&request.messages)?;
     let model = state.registry().get(&request.model)?;
+    label.set(&model.id);
     if let Some(user) = &request.sampling.user {
         tracing::info!(user = %user, "chat completion for end user");
     }

@@ -1,10 +1,12 @@
 //! `POST /v1/completions` (raw text in, text out; no chat template).
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::chat::tokenize;
 use super::extract::Json;
+use super::observe::ModelLabel;
 use super::params::{generation_options, reject_unknown, response_id};
 use super::stream::{ChunkFormat, collect, finish_reason_name, sse_response, usage_of};
 use super::{ApiError, AppState, unix_now};
@@ -16,11 +18,13 @@ use crate::engine::{FinishReason, GenerateRequest};
 /// Answers a text completion, streamed or whole.
 pub async fn completions(
     State(state): State<AppState>,
+    Extension(label): Extension<ModelLabel>,
     Json(request): Json<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     check_unsupported(&request)?;
     let options = generation_options(&request.sampling, request.sampling.max_tokens)?;
     let model = state.registry().get(&request.model)?;
+    label.set(&model.id);
     if let Some(user) = &request.sampling.user {
         tracing::info!(user = %user, "text completion for end user");
     }

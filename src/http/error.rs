@@ -179,7 +179,6 @@ impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
         match err {
             EngineError::QueueFull { .. } => {
-                crate::metrics::count_rejected();
                 ApiError::unavailable(err.to_string(), "overloaded", 1)
             }
             EngineError::Stopped | EngineError::Backend(_) | EngineError::Load(_) => {

@@ -6,21 +6,22 @@ mod completions;
 mod error;
 pub mod extract;
 mod models;
+mod observe;
+mod ops;
 mod params;
 mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -37,6 +38,7 @@ pub struct AppState {
 struct StateInner {
     registry: Arc<Registry>,
     max_body_bytes: usize,
+    shutting_down: AtomicBool,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             inner: Arc::new(StateInner {
                 registry,
                 max_body_bytes,
+                shutting_down: AtomicBool::new(false),
             }),
         }
     }
@@ -59,6 +62,16 @@ impl AppState {
     pub fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
     }
+
+    /// Marks the server as shutting down: `/ready` answers 503 from now on.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -71,19 +84,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::get_model))
-        .route("/health", get(models::health))
+        .route("/health", get(ops::health))
+        .route("/live", get(ops::live))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/status", get(ops::status))
         .fallback(models::unknown_route)
         .method_not_allowed_fallback(models::method_not_allowed)
+        .layer(axum::middleware::from_fn(observe::track))
         .layer(DefaultBodyLimit::max(limit))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let id = request
-                .extensions()
-                .get::<RequestId>()
-                .and_then(|id| id.header_value().to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-        }))
+        .layer(TraceLayer::new_for_http().make_span_with(observe::request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }

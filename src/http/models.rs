@@ -1,14 +1,10 @@
-//! `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, and the fallbacks.
+//! `GET /v1/models`, `GET /v1/models/{id}`, and the fallbacks.
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::api::{ModelCard, ModelList};
-use crate::models::registry::RegistryError;
 
 /// Lists the models ready to serve.
 pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
@@ -30,24 +26,6 @@ pub async fn get_model(
         .find(|card| card.id == id)
         .map(Json)
         .ok_or_else(|| ApiError::model_not_found(&id))
-}
-
-/// 200 when every model is loaded and running, 503 while loading or after a failure.
-pub async fn health(State(state): State<AppState>) -> Response {
-    match state.registry().readiness() {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
-        Err(RegistryError::Loading(model)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "5")],
-            Json(json!({"status": "loading", "model": model})),
-        )
-            .into_response(),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "error", "message": err.to_string()})),
-        )
-            .into_response(),
-    }
 }
 
 /// 404 in OpenAI's shape for unknown paths.

@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::ApiError;
+use super::observe::log_completion;
 use crate::api::Usage;
 use crate::engine::{Completion, EngineError, Event, FinishReason};
 
@@ -51,7 +52,10 @@ pub(crate) async fn collect(
     while let Some(event) = events.recv().await {
         match event {
             Event::Text(piece) => text.push_str(&piece),
-            Event::Done(completion) => return Ok((text, completion)),
+            Event::Done(completion) => {
+                log_completion(&completion, finish_reason_name(completion.finish_reason));
+                return Ok((text, completion));
+            }
             Event::Failed(err) => return Err(err.into()),
         }
     }
@@ -112,6 +116,10 @@ pub(crate) fn sse_response<F: ChunkFormat>(
                             data(&state.format.text(text))
                         }
                         Some(Event::Done(completion)) => {
+                            log_completion(
+                                &completion,
+                                finish_reason_name(completion.finish_reason),
+                            );
                             state.phase = if state.include_usage {
                                 Phase::Usage(usage_of(&completion))
                             } else {

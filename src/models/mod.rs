@@ -128,7 +128,11 @@ pub fn load(
         decode: config.threads,
         batch: config.threads_batch,
     };
-    let engine = spawn_engine(&model.id, &model.path, settings, threads)?;
+    let started = std::time::Instant::now();
+    let engine = spawn_engine(&model.id, &model.path, settings, threads)
+        .and_then(|engine| engine.warm_up().map(|()| engine));
+    crate::metrics::record_model_load(&model.id, started.elapsed().as_secs_f64(), engine.is_ok());
+    let engine = engine?;
     let info = engine.info();
     if config.ctx_size > info.n_ctx_train {
         tracing::warn!(

@@ -109,7 +109,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let base = format!("http://{address}");
     for _ in 0..600 {
         if client()
-            .get(format!("{base}/health"))
+            .get(format!("{base}/ready"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)

@@ -77,7 +77,11 @@ pub fn test_config() -> Config {
 
 /// Starts a server with `config` on its own runtime thread; it lives until the test binary exits.
 pub fn start_server(config: Config) -> TestServer {
-    let model = model().clone();
+    start_server_with(model().clone(), config)
+}
+
+/// Like [`start_server`], serving `model` (e.g. the default model under another id).
+pub fn start_server_with(model: LocalModel, config: Config) -> TestServer {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let served = inferno::models::load(&model, &config).expect("the model loads");

@@ -113,6 +113,30 @@ async fn health_is_ok_when_ready() {
 }
 
 #[tokio::test]
+async fn status_reports_engine_state() {
+    let server = server();
+    let status: Value = client()
+        .get(server.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let model = &status["models"][0];
+    assert_eq!(model["id"], server.model.as_str());
+    assert_eq!(model["state"], "ready");
+    assert_eq!(model["engine"]["slots_total"], 8);
+    assert_eq!(model["engine"]["kv_cells_total"], 8 * 1024);
+    assert!(
+        model["engine"]["generation_tokens_total"].as_u64().unwrap() >= 1,
+        "the warm-up generated one"
+    );
+    let ready = client().get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let server = server();
     let given = client()

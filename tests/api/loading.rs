@@ -1,4 +1,4 @@
-//! Before the model is ready: health says so, and requests get 503 with Retry-After.
+//! Before the model is ready: `/health` is alive, `/ready` is 503, requests get 503 with Retry-After.
 
 use std::sync::Arc;
 
@@ -23,9 +23,23 @@ async fn serve_registry(registry: Arc<Registry>) -> String {
 async fn loading_model_is_503_with_retry_after() {
     let base = serve_registry(Arc::new(Registry::new("m"))).await;
     let health = client().get(format!("{base}/health")).send().await.unwrap();
-    assert_eq!(health.status(), 503);
-    assert_eq!(health.headers()["retry-after"], "5");
+    assert_eq!(health.status(), 200, "alive while loading");
     assert_eq!(health.json::<Value>().await.unwrap()["status"], "loading");
+    let ready = client().get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready while loading");
+    assert_eq!(ready.headers()["retry-after"], "5");
+    assert_eq!(ready.json::<Value>().await.unwrap()["reason"], "loading");
+    let live = client().get(format!("{base}/live")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let status: Value = client()
+        .get(format!("{base}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["models"][0]["state"], "loading");
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
     let response = client()
         .post(format!("{base}/v1/chat/completions"))
@@ -60,6 +74,18 @@ async fn failed_model_is_reported_by_health() {
     let body: Value = health.json().await.unwrap();
     assert_eq!(body["status"], "error");
     assert!(body["message"].as_str().unwrap().contains("out of memory"));
+    let ready = client().get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let status: Value = client()
+        .get(format!("{base}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["models"][0]["state"], "failed");
+    assert_eq!(status["models"][0]["error"], "out of memory");
     let request = json!({"model": "m", "prompt": "hi"});
     let response = client()
         .post(format!("{base}/v1/completions"))
