@@ -37,7 +37,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a model over the OpenAI API (downloads the default model when needed).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Download a model into the models dir without serving it.
     Pull(pull::PullArgs),
     /// Load-test an OpenAI-compatible server (bounded in count and time).
@@ -55,7 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Pull(args) => pull::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
