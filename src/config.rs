@@ -132,6 +132,9 @@ serve_options! {
         shutdown_grace_secs: u64 = 30, "INFERNO_SHUTDOWN_GRACE_SECS";
         /// Largest accepted request body, in bytes.
         max_body_bytes: usize = 4 * 1024 * 1024, "INFERNO_MAX_BODY_BYTES";
+        /// Length of the rate-limit window in seconds: per-minute limits refill over this long
+        /// (60 by default; shorter windows smooth bursts).
+        rate_limit_window_secs: u64 = 60, "INFERNO_RATE_LIMIT_WINDOW_SECS";
         /// Most messages in one chat request.
         max_messages: usize = 512, "INFERNO_MAX_MESSAGES";
         /// Most stop strings in one request.
@@ -240,6 +243,9 @@ impl Config {
                 "host must be an IP address or localhost, got {:?}",
                 self.host
             ));
+        }
+        if self.rate_limit_window_secs == 0 {
+            problems.push("rate-limit-window-secs must be at least 1".to_owned());
         }
         if self.max_messages == 0 || self.max_stop > 256 {
             problems.push("max-messages must be at least 1 and max-stop at most 256".to_owned());

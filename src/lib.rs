@@ -3,16 +3,18 @@
 //! # Architecture
 //!
 //! ```text
-//! client -> http::router: request id -> trace -> body limit
-//!   -> handler: parse (http::extract::Json) -> find model (models::Registry)
+//! client -> http::router: request id -> trace -> metrics -> body limit -> auth (/v1/*)
+//!   -> handler: parse (http::extract::Json) -> find model (models::Registry, identity allowed?)
 //!      -> render chat template (models::chat_template) -> tokenize (backend::Tokenizer)
 //!      -> engine::GenerateRequest::new (validated: context length, max_tokens, sampling)
-//!      -> engine::Engine::submit: try_send on a bounded queue (full => 503 + Retry-After)
-//!   <- per-request channel of engine::Event { Text | Done | Failed }
+//!      -> per-identity concurrency and rate limits (429) -> engine::Engine::submit
+//!         (full queue => 503 + Retry-After; wait for a slot up to the queue timeout)
+//!   <- per-request channel of engine::Event { Admitted | Text | Done | Failed }
 //!      -> SSE chunks or one JSON body (only http/ knows wire formats)
 //!
 //! engine thread "engine-<model>" (owns the backend, e.g. the llama.cpp context):
-//!   loop { admit queued requests into free slots -> retire sequences whose client left
+//!   loop { retire sequences whose client left -> admit waiting requests into free slots,
+//!          round-robin across identities
 //!          -> Scheduler::plan (decode tokens first, then prefill chunks within the token budget)
 //!          -> Backend::step (one batch) -> per sequence: detokenize -> stop check -> Event }
 //! ```

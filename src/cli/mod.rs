@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand. `anyhow` lives only here and in `main`.
 
 pub mod bench;
+pub mod keys;
 pub mod pull;
 pub mod serve;
 
@@ -42,12 +43,17 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Load-test an OpenAI-compatible server (bounded in count and time).
     Bench(bench::BenchArgs),
+    /// Make API keys.
+    Keys(keys::KeysArgs),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if matches!(cli.command, Command::Serve(_)) {
         serve::ensure_passive_openmp()?;
+    }
+    if let Command::Keys(args) = cli.command {
+        return keys::run(args);
     }
     init_tracing(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -58,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Serve(args) => serve::run(*args).await,
             Command::Pull(args) => pull::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Keys(args) => keys::run(args),
         }
     })
 }

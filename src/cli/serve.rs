@@ -75,7 +75,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         })
     };
-    let state = AppState::new(registry.clone(), config.max_body_bytes);
+    let state = AppState::from_config(registry.clone(), &config)?;
+    if state.access().requires_auth() {
+        tracing::info!("authentication required on /v1/*");
+    } else if !is_loopback(&config.host) {
+        tracing::warn!(host = %config.host, "listening on a non-loopback address WITHOUT authentication: anyone who can reach this port can use the model; set --api-keys-file or [jwt]");
+    }
+    spawn_reload_on_sighup(state.clone());
     let ops = state.clone();
     let stop = Arc::new(tokio::sync::Notify::new());
     let server = http::serve(listener, state, {
@@ -106,6 +112,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Re-reads the API keys file on SIGHUP (revocation without a restart), and prunes idle
+/// rate-limit state now and then.
+fn spawn_reload_on_sighup(state: AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; API keys are not reloadable");
+        return;
+    };
+    tokio::spawn(async move {
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => match state.access().reload() {
+                    Ok(keys) => tracing::info!(keys, "SIGHUP: API keys reloaded"),
+                    Err(err) => tracing::error!(error = %err, "SIGHUP: reload failed; keeping the previous keys"),
+                },
+                _ = prune.tick() => state.access().prune(),
+            }
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM with the signal's name.

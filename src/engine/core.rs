@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
+use super::queue::FairQueue;
 use super::scheduler::{Demand, Scheduler};
 use super::sequence::Sequence;
 use super::{EngineError, EngineSettings, EngineStats, Event, Submission};
@@ -19,6 +20,8 @@ pub(crate) struct EngineCore<B: Backend> {
     commands: Receiver<Submission>,
     /// Running sequences in admission order; their slots are always `0..running.len()`.
     running: Vec<Sequence>,
+    /// Requests waiting for a slot, served round-robin by owner.
+    waiting: FairQueue<Submission>,
     /// No more submissions can arrive.
     closed: bool,
     metrics: EngineMetrics,
@@ -39,6 +42,7 @@ impl<B: Backend> EngineCore<B> {
             scheduler: Scheduler::new(settings.batch_tokens),
             commands,
             running: Vec::with_capacity(settings.parallel),
+            waiting: FairQueue::new(),
             closed: false,
             metrics: EngineMetrics::noop(),
             stats: Arc::new(EngineStats::new(
@@ -76,9 +80,10 @@ impl<B: Backend> EngineCore<B> {
             // Publish the idle state before `admit` blocks waiting for work.
             self.publish(0);
         }
-        self.admit(block);
+        self.receive(block && self.running.is_empty() && self.waiting.is_empty());
+        self.admit();
         if self.running.is_empty() {
-            return !self.closed;
+            return !(self.closed && self.waiting.is_empty());
         }
         let generated = self.step();
         self.publish(generated);
@@ -94,42 +99,54 @@ impl<B: Backend> EngineCore<B> {
         self.metrics.set_kv_usage(self.stats.kv_usage());
     }
 
-    fn admit(&mut self, block: bool) {
-        while self.running.len() < self.settings.parallel && !self.closed {
-            let next = if block && self.running.is_empty() {
+    /// Moves submitted requests into the fair queue; with `block`, waits for the first one.
+    fn receive(&mut self, block: bool) {
+        let mut block = block;
+        while !self.closed {
+            let next = if block {
                 self.commands.recv().map_err(|_| TryRecvError::Disconnected)
             } else {
                 self.commands.try_recv()
             };
-            let submission = match next {
-                Ok(submission) => submission,
+            block = false;
+            match next {
+                Ok(submission) => self.waiting.push(submission),
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    self.closed = true;
-                    break;
-                }
+                Err(TryRecvError::Disconnected) => self.closed = true,
+            }
+        }
+        let abandoned = self.waiting.drop_abandoned();
+        for _ in 0..abandoned {
+            self.stats.dequeued();
+            self.metrics.cancelled.increment(1);
+        }
+    }
+
+    /// Fills free slots from the fair queue.
+    fn admit(&mut self) {
+        while self.running.len() < self.settings.parallel {
+            let Some(submission) = self.waiting.pop() else {
+                break;
             };
             self.metrics.set_waiting(self.stats.dequeued());
-            if submission.reply.is_closed() {
-                self.metrics.cancelled.increment(1);
-                continue;
-            }
             let slot = self.running.len();
             if let Err(err) = self.backend.begin(slot, &submission.request.sampling) {
                 let _ = submission.reply.send(Event::Failed(err.into()));
                 continue;
             }
             let queued = submission.submitted.elapsed();
+            let prompt_tokens = submission.request.prompt.len();
             self.metrics.queue_wait.record(queued.as_secs_f64());
-            self.metrics
-                .prompt_tokens
-                .increment(submission.request.prompt.len() as u64);
+            self.metrics.prompt_tokens.increment(prompt_tokens as u64);
             self.metrics
                 .prompt_cache_queries
-                .increment(submission.request.prompt.len() as u64);
-            self.stats.record_prompt(submission.request.prompt.len());
+                .increment(prompt_tokens as u64);
+            self.stats.record_prompt(prompt_tokens);
+            let _ = submission.reply.send(Event::Admitted);
             self.running.push(Sequence::new(slot, submission, queued));
         }
+        self.metrics.set_waiting(self.waiting.len());
+        self.stats.set_running(self.running.len());
     }
 
     fn retire_cancelled(&mut self) {

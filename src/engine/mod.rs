@@ -8,6 +8,7 @@
 
 mod core;
 pub mod detokenizer;
+mod queue;
 pub mod request;
 pub mod scheduler;
 mod sequence;
@@ -15,7 +16,7 @@ pub mod stats;
 pub mod stop;
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,8 @@ pub struct Timings {
 /// What the engine tells a request's receiver. Exactly one `Done` or `Failed` comes last.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// The request left the queue and got a sequence slot.
+    Admitted,
     /// Newly generated text (never empty, never part of a stop string).
     Text(String),
     /// Generation finished normally.
@@ -112,6 +115,12 @@ pub struct EngineSettings {
     pub ctx_size: u32,
     /// Requests that may wait for a slot.
     pub queue_capacity: usize,
+    /// Cap on `max_tokens` (and its default).
+    pub max_tokens: Option<u32>,
+    /// Cap on prompt tokens.
+    pub max_prompt_tokens: Option<u32>,
+    /// Most stop strings per request.
+    pub max_stop: usize,
 }
 
 /// A request on its way to the engine thread.
@@ -120,6 +129,16 @@ pub(crate) struct Submission {
     request: GenerateRequest,
     reply: UnboundedSender<Event>,
     submitted: Instant,
+}
+
+impl queue::Queued for Submission {
+    fn owner(&self) -> &str {
+        &self.request.owner
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
 }
 
 struct Ready {
@@ -161,7 +180,7 @@ impl EngineRunner {
 
 /// Handle to a model's engine thread.
 pub struct Engine {
-    commands: Option<SyncSender<Submission>>,
+    commands: Option<Sender<Submission>>,
     tokenizer: SharedTokenizer,
     info: ModelInfo,
     settings: EngineSettings,
@@ -184,7 +203,9 @@ impl Engine {
     where
         F: FnOnce(EngineRunner) -> Result<(), BackendError> + Send + 'static,
     {
-        let (commands_tx, commands_rx) = std::sync::mpsc::sync_channel(settings.queue_capacity);
+        // Unbounded: the queue's capacity is enforced in `submit` through the waiting count,
+        // because the engine moves submissions into its own fair queue.
+        let (commands_tx, commands_rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let stats = Arc::new(EngineStats::new(
             settings.parallel,
@@ -229,25 +250,25 @@ impl Engine {
     ) -> Result<UnboundedReceiver<Event>, EngineError> {
         let (reply, events) = tokio::sync::mpsc::unbounded_channel();
         let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
-        // Count before sending so the engine's decrement never runs first.
-        self.stats.queued();
+        // Count first so the engine's decrement never runs before the increment.
+        // Requests about to take a free slot do not count as waiting.
+        let free_slots = self.settings.parallel.saturating_sub(self.stats.running());
+        if self.stats.queued() > self.settings.queue_capacity + free_slots {
+            self.stats.dequeued();
+            return Err(EngineError::QueueFull {
+                queued: self.settings.queue_capacity,
+            });
+        }
         let submission = Submission {
             request,
             reply,
             submitted: Instant::now(),
         };
-        match commands.try_send(submission) {
-            Ok(()) => Ok(events),
-            Err(err) => {
-                self.stats.dequeued();
-                match err {
-                    TrySendError::Full(_) => Err(EngineError::QueueFull {
-                        queued: self.settings.queue_capacity,
-                    }),
-                    TrySendError::Disconnected(_) => Err(EngineError::Stopped),
-                }
-            }
-        }
+        commands.send(submission).map_err(|_| {
+            self.stats.dequeued();
+            EngineError::Stopped
+        })?;
+        Ok(events)
     }
 
     /// The tokenizer of the loaded model.
@@ -265,6 +286,9 @@ impl Engine {
         EngineLimits {
             ctx_size: self.settings.ctx_size,
             vocab_size: self.info.vocab_size,
+            max_tokens: self.settings.max_tokens,
+            max_prompt_tokens: self.settings.max_prompt_tokens,
+            max_stop: self.settings.max_stop,
         }
     }
 
@@ -285,7 +309,7 @@ impl Engine {
         let mut events = self.submit(request)?;
         while let Some(event) = events.blocking_recv() {
             match event {
-                Event::Text(_) => {}
+                Event::Admitted | Event::Text(_) => {}
                 Event::Done(_) => return Ok(()),
                 Event::Failed(err) => return Err(err),
             }

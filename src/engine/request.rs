@@ -4,7 +4,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use crate::backend::{SamplingParams, TokenId};
 
-/// Most stop strings one request may carry.
+/// Most stop strings one request may carry, unless configured otherwise.
 pub const MAX_STOP_STRINGS: usize = 16;
 /// Longest stop string, in bytes.
 pub const MAX_STOP_BYTES: usize = 256;
@@ -38,6 +38,25 @@ pub struct EngineLimits {
     pub ctx_size: u32,
     /// Vocabulary size (for `logit_bias` token ids).
     pub vocab_size: usize,
+    /// Largest `max_tokens` allowed, and the default (else: the room left in the context).
+    pub max_tokens: Option<u32>,
+    /// Largest prompt allowed, in tokens (else: the context).
+    pub max_prompt_tokens: Option<u32>,
+    /// Most stop strings.
+    pub max_stop: usize,
+}
+
+impl EngineLimits {
+    /// Limits imposed only by the context and the vocabulary.
+    pub fn new(ctx_size: u32, vocab_size: usize) -> Self {
+        EngineLimits {
+            ctx_size,
+            vocab_size,
+            max_tokens: None,
+            max_prompt_tokens: None,
+            max_stop: MAX_STOP_STRINGS,
+        }
+    }
 }
 
 /// Generation options as the client gave them; `None` means "use the default".
@@ -86,6 +105,8 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// End-of-generation tokens are suppressed.
     pub ignore_eos: bool,
+    /// Who asked (an identity id); the engine admits owners round-robin.
+    pub owner: String,
 }
 
 fn check_range(
@@ -126,6 +147,18 @@ impl GenerateRequest {
         if prompt.is_empty() {
             return Err(ValidationError::new("prompt", "the prompt is empty"));
         }
+        if let Some(cap) = limits.max_prompt_tokens
+            && prompt.len() > cap as usize
+        {
+            return Err(ValidationError {
+                param: "messages",
+                message: format!(
+                    "Your prompt has {} tokens; this server accepts at most {cap}.",
+                    prompt.len()
+                ),
+                code: Some("prompt_too_long"),
+            });
+        }
         if prompt.len() >= ctx {
             return Err(ValidationError {
                 param: "messages",
@@ -138,7 +171,16 @@ impl GenerateRequest {
         }
         let room = (ctx - prompt.len()) as u32;
         let max_tokens = match options.max_tokens {
-            None => room,
+            Some(n) if limits.max_tokens.is_some_and(|cap| n > cap) => {
+                return Err(ValidationError::new(
+                    "max_tokens",
+                    format!(
+                        "max_tokens ({n}) exceeds this server's limit of {}",
+                        limits.max_tokens.unwrap_or(0)
+                    ),
+                ));
+            }
+            None => limits.max_tokens.map_or(room, |cap| cap.min(room)),
             Some(0) => {
                 return Err(ValidationError::new(
                     "max_tokens",
@@ -240,10 +282,10 @@ impl GenerateRequest {
             }
             logit_bias.push((token as TokenId, bias));
         }
-        if options.stop.len() > MAX_STOP_STRINGS {
+        if options.stop.len() > limits.max_stop {
             return Err(ValidationError::new(
                 "stop",
-                format!("at most {MAX_STOP_STRINGS} stop strings are allowed"),
+                format!("at most {} stop strings are allowed", limits.max_stop),
             ));
         }
         if let Some(bad) = options
@@ -277,7 +319,15 @@ impl GenerateRequest {
             min_tokens,
             stop: options.stop,
             ignore_eos: options.ignore_eos,
+            owner: "anonymous".to_owned(),
         })
+    }
+
+    /// Sets who asked (for fair admission across identities).
+    #[must_use]
+    pub fn with_owner(mut self, owner: &str) -> Self {
+        owner.clone_into(&mut self.owner);
+        self
     }
 }
 
@@ -288,6 +338,9 @@ mod tests {
     const LIMITS: EngineLimits = EngineLimits {
         ctx_size: 100,
         vocab_size: 1000,
+        max_tokens: None,
+        max_prompt_tokens: None,
+        max_stop: MAX_STOP_STRINGS,
     };
 
     fn build(

@@ -69,9 +69,13 @@ impl EngineStats {
 
     /// A request left the queue (admitted, dropped or rejected); returns the new queue length.
     pub(crate) fn dequeued(&self) -> usize {
-        self.waiting
-            .fetch_sub(1, Ordering::Relaxed)
-            .saturating_sub(1)
+        let previous = self
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        previous.saturating_sub(1)
     }
 
     /// Records the state after an engine step.
@@ -102,6 +106,16 @@ impl EngineStats {
     pub(crate) fn record_prompt(&self, tokens: usize) {
         self.prompt_tokens
             .fetch_add(tokens as u64, Ordering::Relaxed);
+    }
+
+    /// Sequences running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Records how many sequences hold a slot (at admission, before the step runs).
+    pub(crate) fn set_running(&self, running: usize) {
+        self.running.store(running, Ordering::Relaxed);
     }
 
     /// Share of KV cells in use.

@@ -1,7 +1,7 @@
 //! Engine logic on the deterministic fake backend, driven one step at a time.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -15,16 +15,19 @@ const SETTINGS: EngineSettings = EngineSettings {
     batch_tokens: 64,
     ctx_size: 512,
     queue_capacity: 64,
+    max_tokens: None,
+    max_prompt_tokens: None,
+    max_stop: 16,
 };
 
 struct Harness {
     core: EngineCore<FakeBackend>,
-    commands: SyncSender<Submission>,
+    commands: Sender<Submission>,
 }
 
 impl Harness {
     fn new(settings: EngineSettings, config: FakeConfig) -> Self {
-        let (commands, rx) = sync_channel(settings.queue_capacity);
+        let (commands, rx) = channel();
         let core = EngineCore::new(
             FakeBackend::new(config),
             Arc::new(FakeTokenizer),
@@ -35,20 +38,28 @@ impl Harness {
     }
 
     fn submit(&self, prompt: &str, options: GenerationOptions) -> UnboundedReceiver<Event> {
-        let limits = EngineLimits {
-            ctx_size: SETTINGS.ctx_size,
-            vocab_size: 258,
-        };
+        self.submit_as("anonymous", prompt, options)
+    }
+
+    fn submit_as(
+        &self,
+        owner: &str,
+        prompt: &str,
+        options: GenerationOptions,
+    ) -> UnboundedReceiver<Event> {
+        let limits = EngineLimits::new(SETTINGS.ctx_size, 258);
         let prompt = FakeTokenizer.encode(prompt, false, false);
-        let request = GenerateRequest::new(prompt, options, &limits).expect("valid request");
+        let request = GenerateRequest::new(prompt, options, &limits)
+            .expect("valid request")
+            .with_owner(owner);
         let (reply, events) = tokio::sync::mpsc::unbounded_channel();
         self.commands
-            .try_send(Submission {
+            .send(Submission {
                 request,
                 reply,
                 submitted: std::time::Instant::now(),
             })
-            .expect("queue has room");
+            .expect("the engine is listening");
         events
     }
 
@@ -80,7 +91,9 @@ fn drain(events: &mut UnboundedReceiver<Event>) -> (String, Event) {
     let mut text = String::new();
     let mut all = Vec::new();
     while let Ok(event) = events.try_recv() {
-        all.push(event);
+        if event != Event::Admitted {
+            all.push(event);
+        }
     }
     let finals = all.iter().filter(|e| !matches!(e, Event::Text(_))).count();
     assert_eq!(finals, 1, "exactly one final event: {all:?}");
@@ -295,7 +308,7 @@ fn long_prompts_are_prefilled_in_chunks_while_others_decode() {
     assert!(matches!(drain(&mut long).1, Event::Done(_)));
 }
 
-/// A backend that reports each admission and then blocks its first step until released.
+/// A backend that reports each step (admission is done by then) and blocks until released.
 struct GatedBackend {
     inner: FakeBackend,
     admitted: SyncSender<()>,
@@ -304,10 +317,11 @@ struct GatedBackend {
 
 impl Backend for GatedBackend {
     fn begin(&mut self, slot: SlotId, params: &SamplingParams) -> Result<(), BackendError> {
-        let _ = self.admitted.try_send(());
         self.inner.begin(slot, params)
     }
     fn step(&mut self, batch: &[BatchEntry<'_>]) -> Result<Vec<TokenId>, BackendError> {
+        // Admission is complete once a step runs.
+        let _ = self.admitted.try_send(());
         let _ = self.gate.recv();
         self.inner.step(batch)
     }
@@ -383,4 +397,53 @@ fn a_failed_load_is_a_clean_error() {
         matches!(err, EngineError::Load(ref m) if m.contains("/nope.gguf")),
         "{err:?}"
     );
+}
+
+#[test]
+fn a_flooding_owner_cannot_starve_another() {
+    let settings = EngineSettings {
+        parallel: 1,
+        ..SETTINGS
+    };
+    let mut h = Harness::new(settings, FakeConfig::default());
+    let mut flood: Vec<_> = (0..6)
+        .map(|i| h.submit_as("flood", &format!("f{i}"), max_tokens(10)))
+        .collect();
+    let mut quiet = h.submit_as("quiet", "q", max_tokens(10));
+    let mut admitted_at = None;
+    for step in 0..200 {
+        h.core.tick(false);
+        if admitted_at.is_none() && quiet.try_recv() == Ok(Event::Admitted) {
+            admitted_at = Some(step);
+        }
+    }
+    // The first flood request holds the only slot for its 10 tokens; the quiet owner is next,
+    // ahead of the five other flood requests that were queued before it.
+    let step = admitted_at.expect("the quiet request was admitted");
+    assert!(step <= 11, "admitted at step {step}");
+    let mut finished = 0;
+    for events in &mut flood {
+        while let Ok(event) = events.try_recv() {
+            finished += usize::from(matches!(event, Event::Done(_)));
+        }
+    }
+    assert_eq!(
+        finished, 6,
+        "the flooding owner is still served, after the others"
+    );
+}
+
+#[test]
+fn queued_requests_whose_client_left_are_dropped_before_admission() {
+    let settings = EngineSettings {
+        parallel: 1,
+        ..SETTINGS
+    };
+    let mut h = Harness::new(settings, FakeConfig::default());
+    let mut first = h.submit("first", max_tokens(3));
+    let gone = h.submit("gone", max_tokens(3));
+    drop(gone);
+    h.run_to_idle();
+    assert!(matches!(drain(&mut first).1, Event::Done(_)));
+    assert_eq!(h.core.backend().steps, 3, "only the first request ran");
 }

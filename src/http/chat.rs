@@ -1,38 +1,49 @@
 //! `POST /v1/chat/completions`.
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 
 use super::extract::Json;
 use super::observe::ModelLabel;
-use super::params::{generation_options, reject_unknown, response_id};
-use super::stream::{ChunkFormat, collect, finish_reason_name, sse_response, usage_of};
+use super::params::{delivery, generation_options, reject_unknown, response_id, served_model};
+use super::respond::respond;
+use super::stream::{ChunkFormat, finish_reason_name, usage_of};
 use super::{ApiError, AppState, unix_now};
 use crate::api::Usage;
 use crate::api::chat::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
     ChatMessage, ChunkChoice, Delta, MessageContent,
 };
+use crate::auth::Identity;
 use crate::backend::{SharedTokenizer, TokenId};
-use crate::engine::{FinishReason, GenerateRequest};
+use crate::engine::{Completion, FinishReason, GenerateRequest};
 use crate::models::chat_template::TemplateMessage;
 
 /// Answers a chat completion, streamed or whole.
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(label): Extension<ModelLabel>,
+    Extension(identity): Extension<Arc<Identity>>,
     Json(request): Json<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     check_unsupported(&request)?;
+    if request.messages.len() > state.settings().max_messages {
+        return Err(ApiError::bad_request(format!(
+            "At most {} messages are allowed per request",
+            state.settings().max_messages
+        ))
+        .with_param("messages"));
+    }
     let max_tokens = request
         .max_completion_tokens
         .or(request.sampling.max_tokens);
     let options = generation_options(&request.sampling, max_tokens)?;
     let messages = template_messages(&request.messages)?;
-    let model = state.registry().get(&request.model)?;
-    label.set(&model.id);
+    let model = served_model(&state, &identity, &label, &request.model)?;
     if let Some(user) = &request.sampling.user {
         tracing::info!(user = %user, "chat completion for end user");
     }
@@ -40,40 +51,20 @@ pub async fn chat_completions(
     let add_bos = !starts_with_bos(&prompt, &model.engine.info().bos_text);
     let tokens = tokenize(model.engine.tokenizer().clone(), prompt, add_bos).await?;
     let generate = GenerateRequest::new(tokens, options, &model.engine.limits())?;
-    let events = model.engine.submit(generate)?;
-
-    let id = response_id("chatcmpl");
-    let created = unix_now();
-    if request.sampling.stream == Some(true) {
-        let include_usage = request
-            .sampling
-            .stream_options
-            .is_some_and(|o| o.include_usage);
-        let format = ChatChunks {
-            id,
-            created,
-            model: model.id.clone(),
-        };
-        return Ok(sse_response(events, format, include_usage));
-    }
-    let (text, completion) = collect(events).await?;
-    let body = ChatCompletion {
-        id,
-        object: "chat.completion".to_owned(),
-        created,
+    let format = ChatChunks {
+        id: response_id("chatcmpl"),
+        created: unix_now(),
         model: model.id.clone(),
-        choices: vec![ChatChoice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant".to_owned(),
-                content: text,
-            },
-            logprobs: None,
-            finish_reason: finish_reason_name(completion.finish_reason).to_owned(),
-        }],
-        usage: usage_of(&completion),
     };
-    Ok(axum::Json(body).into_response())
+    respond(
+        &state,
+        &model,
+        identity,
+        generate,
+        delivery(&request.sampling),
+        format,
+    )
+    .await
 }
 
 /// Parameters the API has but Inferno does not support yet: rejected by name, never ignored.
@@ -233,6 +224,26 @@ impl ChatChunks {
 
 impl ChunkFormat for ChatChunks {
     type Chunk = ChatCompletionChunk;
+    type Whole = ChatCompletion;
+
+    fn whole(&self, text: String, completion: &Completion) -> ChatCompletion {
+        ChatCompletion {
+            id: self.id.clone(),
+            object: "chat.completion".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChatChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant".to_owned(),
+                    content: text,
+                },
+                logprobs: None,
+                finish_reason: finish_reason_name(completion.finish_reason).to_owned(),
+            }],
+            usage: usage_of(completion),
+        }
+    }
 
     fn opening(&self) -> Option<ChatCompletionChunk> {
         let delta = Delta {

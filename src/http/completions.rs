@@ -1,30 +1,34 @@
 //! `POST /v1/completions` (raw text in, text out; no chat template).
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::chat::tokenize;
 use super::extract::Json;
 use super::observe::ModelLabel;
-use super::params::{generation_options, reject_unknown, response_id};
-use super::stream::{ChunkFormat, collect, finish_reason_name, sse_response, usage_of};
+use super::params::{delivery, generation_options, reject_unknown, response_id, served_model};
+use super::respond::respond;
+use super::stream::{ChunkFormat, finish_reason_name, usage_of};
 use super::{ApiError, AppState, unix_now};
 use crate::api::Usage;
 use crate::api::completions::{CompletionRequest, Prompt, TextChoice, TextCompletion};
+use crate::auth::Identity;
 use crate::backend::{TokenId, Tokenizer};
-use crate::engine::{FinishReason, GenerateRequest};
+use crate::engine::{Completion, FinishReason, GenerateRequest};
 
 /// Answers a text completion, streamed or whole.
 pub async fn completions(
     State(state): State<AppState>,
     Extension(label): Extension<ModelLabel>,
+    Extension(identity): Extension<Arc<Identity>>,
     Json(request): Json<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     check_unsupported(&request)?;
     let options = generation_options(&request.sampling, request.sampling.max_tokens)?;
-    let model = state.registry().get(&request.model)?;
-    label.set(&model.id);
+    let model = served_model(&state, &identity, &label, &request.model)?;
     if let Some(user) = &request.sampling.user {
         tracing::info!(user = %user, "text completion for end user");
     }
@@ -39,38 +43,21 @@ pub async fn completions(
         None
     };
     let generate = GenerateRequest::new(tokens, options, &model.engine.limits())?;
-    let events = model.engine.submit(generate)?;
-
-    let id = response_id("cmpl");
-    let created = unix_now();
-    if request.sampling.stream == Some(true) {
-        let include_usage = request
-            .sampling
-            .stream_options
-            .is_some_and(|o| o.include_usage);
-        let format = TextChunks {
-            id,
-            created,
-            model: model.id.clone(),
-            echo,
-        };
-        return Ok(sse_response(events, format, include_usage));
-    }
-    let (text, completion) = collect(events).await?;
-    let body = TextCompletion {
-        id,
-        object: "text_completion".to_owned(),
-        created,
+    let format = TextChunks {
+        id: response_id("cmpl"),
+        created: unix_now(),
         model: model.id.clone(),
-        choices: vec![TextChoice {
-            index: 0,
-            text: echo.unwrap_or_default() + &text,
-            logprobs: None,
-            finish_reason: Some(finish_reason_name(completion.finish_reason).to_owned()),
-        }],
-        usage: Some(usage_of(&completion)),
+        echo,
     };
-    Ok(axum::Json(body).into_response())
+    respond(
+        &state,
+        &model,
+        identity,
+        generate,
+        delivery(&request.sampling),
+        format,
+    )
+    .await
 }
 
 fn check_unsupported(request: &CompletionRequest) -> Result<(), ApiError> {
@@ -174,6 +161,18 @@ impl TextChunks {
 
 impl ChunkFormat for TextChunks {
     type Chunk = TextCompletion;
+    type Whole = TextCompletion;
+
+    fn whole(&self, text: String, completion: &Completion) -> TextCompletion {
+        let text = self.echo.clone().unwrap_or_default() + &text;
+        let mut whole = self.chunk(
+            Some(text),
+            Some(completion.finish_reason),
+            Some(usage_of(completion)),
+        );
+        whole.object = "text_completion".to_owned();
+        whole
+    }
 
     fn opening(&self) -> Option<TextCompletion> {
         self.echo

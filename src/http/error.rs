@@ -1,6 +1,6 @@
 //! [`ApiError`]: the one place errors become OpenAI-shaped HTTP responses.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::{ErrorBody, ErrorDetail};
@@ -21,8 +21,8 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Machine-readable code.
     pub code: Option<String>,
-    /// Seconds for `Retry-After` (429/503).
-    pub retry_after: Option<u64>,
+    /// Extra response headers (`Retry-After`, `x-ratelimit-*`, `x-should-retry`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -33,7 +33,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             code: None,
-            retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -125,8 +125,59 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>, code: &str, retry_after: u64) -> Self {
         let mut err =
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).with_code(code);
-        err.retry_after = Some(retry_after);
+        err.headers.push(("retry-after", retry_after.to_string()));
         err
+    }
+
+    /// 401 `invalid_api_key`.
+    pub fn unauthorized(message: &str) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+            .with_code("invalid_api_key")
+    }
+
+    /// 403: a valid identity asking for a model it may not use.
+    pub fn model_not_allowed(model: &str) -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            format!("This API key may not use the model '{model}'"),
+        )
+        .with_param("model")
+        .with_code("model_not_allowed")
+    }
+
+    /// 429 `rate_limit_exceeded` with `Retry-After` and the `x-ratelimit-*` headers.
+    pub fn rate_limited(
+        message: String,
+        retry_after: u64,
+        headers: Vec<(&'static str, String)>,
+    ) -> Self {
+        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+            .with_code("rate_limit_exceeded");
+        err.headers = headers;
+        err.headers.push(("retry-after", retry_after.to_string()));
+        err
+    }
+
+    /// 503 when a request waited longer than the queue timeout; safe to retry.
+    pub fn queue_timeout(seconds: u64) -> Self {
+        let mut err = ApiError::unavailable(
+            format!("The server is busy: no capacity became free within {seconds} s"),
+            "queue_timeout",
+            2,
+        );
+        err.headers.push(("x-should-retry", "true".to_owned()));
+        err
+    }
+
+    /// 504: the request ran past its deadline.
+    pub fn timeout(seconds: u64) -> Self {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            format!("The request did not finish within the server's limit of {seconds} s"),
+        )
+        .with_code("timeout")
     }
 
     /// 500: the detail is logged, the client gets a generic message.
@@ -138,6 +189,14 @@ impl ApiError {
             "The server had an error while processing your request",
         )
         .with_code("internal_error")
+    }
+
+    /// The `Retry-After` seconds, if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.headers
+            .iter()
+            .find(|(name, _)| *name == "retry-after")
+            .and_then(|(_, v)| v.parse().ok())
     }
 
     /// The JSON body.
@@ -156,10 +215,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        for (name, value) in &self.headers {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                response.headers_mut().insert(*name, value);
+            }
         }
         response
     }
@@ -231,7 +290,16 @@ mod tests {
     fn full_queue_is_503_with_retry_after() {
         let response = ApiError::from(EngineError::QueueFull { queued: 3 }).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after_and_the_ratelimit_headers() {
+        let headers = vec![("x-ratelimit-remaining-requests", "0".to_owned())];
+        let response = ApiError::rate_limited("slow down".into(), 3, headers).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "3");
+        assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "0");
     }
 
     #[test]
@@ -249,7 +317,7 @@ mod tests {
         );
         let loading = ApiError::from(RegistryError::Loading("x".into()));
         assert_eq!(
-            (loading.status, loading.retry_after),
+            (loading.status, loading.retry_after()),
             (StatusCode::SERVICE_UNAVAILABLE, Some(5))
         );
     }

@@ -1,6 +1,7 @@
 //! The HTTP layer: one [`router`] used by `inferno serve` and by the tests, and [`serve`],
 //! which takes a bound listener so tests can bind port 0 without races.
 
+mod access;
 mod chat;
 mod completions;
 mod error;
@@ -9,24 +10,57 @@ mod models;
 mod observe;
 mod ops;
 mod params;
+mod respond;
 mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use access::{AccessControl, InFlight};
 pub use error::ApiError;
 
+use crate::auth::{AuthError, Authenticator, Limits};
+use crate::config::Config;
 use crate::models::registry::Registry;
+
+/// Request handling limits of the HTTP layer, from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Wall-clock limit of a request.
+    pub request_timeout: Duration,
+    /// Longest wait for a sequence slot.
+    pub queue_timeout: Duration,
+    /// Most messages in a chat request.
+    pub max_messages: usize,
+    /// Origins allowed by CORS; `None` disables CORS.
+    pub cors_origins: Option<Vec<String>>,
+}
+
+impl HttpSettings {
+    /// The HTTP part of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        HttpSettings {
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
+            queue_timeout: Duration::from_secs(config.queue_timeout_secs),
+            max_messages: config.max_messages,
+            cors_origins: config.cors_origin_list(),
+        }
+    }
+}
 
 /// Shared state of every handler.
 #[derive(Debug, Clone)]
@@ -37,20 +71,43 @@ pub struct AppState {
 #[derive(Debug)]
 struct StateInner {
     registry: Arc<Registry>,
-    max_body_bytes: usize,
+    settings: HttpSettings,
+    access: Arc<AccessControl>,
     shutting_down: AtomicBool,
 }
 
 impl AppState {
-    /// State over `registry`, accepting bodies up to `max_body_bytes`.
-    pub fn new(registry: Arc<Registry>, max_body_bytes: usize) -> Self {
+    /// State over `registry` with `settings` and `access` control.
+    pub fn new(
+        registry: Arc<Registry>,
+        settings: HttpSettings,
+        access: Arc<AccessControl>,
+    ) -> Self {
         AppState {
             inner: Arc::new(StateInner {
                 registry,
-                max_body_bytes,
+                settings,
+                access,
                 shutting_down: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// State for `config`: loads the API keys and JWT keys it names.
+    pub fn from_config(registry: Arc<Registry>, config: &Config) -> Result<Self, AuthError> {
+        let authenticator = Authenticator::load(&config.auth())?;
+        let defaults = Limits {
+            requests_per_minute: config.rate_limit_rpm,
+            tokens_per_minute: config.rate_limit_tpm,
+            max_concurrent: config.max_concurrent_per_identity,
+        };
+        let window = Duration::from_secs(config.rate_limit_window_secs);
+        let access = Arc::new(AccessControl::new(Some(authenticator), defaults, window));
+        Ok(AppState::new(
+            registry,
+            HttpSettings::from_config(config),
+            access,
+        ))
     }
 
     /// The served models.
@@ -58,9 +115,19 @@ impl AppState {
         &self.inner.registry
     }
 
+    /// Request limits.
+    pub fn settings(&self) -> &HttpSettings {
+        &self.inner.settings
+    }
+
+    /// Authentication and per-identity limits.
+    pub fn access(&self) -> &Arc<AccessControl> {
+        &self.inner.access
+    }
+
     /// The body size limit.
     pub fn max_body_bytes(&self) -> usize {
-        self.inner.max_body_bytes
+        self.inner.settings.max_body_bytes
     }
 
     /// Marks the server as shutting down: `/ready` answers 503 from now on.
@@ -79,11 +146,18 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The full application: OpenAI routes, health, and the layers every request passes.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes();
-    Router::new()
+    let api = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*id}", get(models::get_model))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authenticate,
+        ));
+    let cors = state.settings().cors_origins.clone().map(cors_layer);
+    Router::new()
+        .merge(api)
         .route("/health", get(ops::health))
         .route("/live", get(ops::live))
         .route("/ready", get(ops::ready))
@@ -96,7 +170,26 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(observe::request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(tower::util::option_layer(cors))
         .with_state(state)
+}
+
+/// CORS for the configured origins (`*` allows any); off unless configured.
+fn cors_layer(origins: Vec<String>) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER]);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let values = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok());
+        layer.allow_origin(AllowOrigin::list(values))
+    }
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then waits for in-flight requests.

@@ -1,27 +1,39 @@
 //! `GET /v1/models`, `GET /v1/models/{id}`, and the fallbacks.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::{Path, Request, State};
+use axum::{Extension, Json};
 
 use super::{ApiError, AppState};
 use crate::api::{ModelCard, ModelList};
+use crate::auth::Identity;
 
-/// Lists the models ready to serve.
-pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+/// Lists the models ready to serve that the caller may use (others are not revealed).
+pub async fn list_models(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Arc<Identity>>,
+) -> Json<ModelList> {
     Json(ModelList {
         object: "list".to_owned(),
-        data: state.registry().list(),
+        data: visible_models(&state, &identity),
     })
 }
 
-/// One model's card; ids may contain `/` (e.g. `org/model`).
+fn visible_models(state: &AppState, identity: &Identity) -> Vec<ModelCard> {
+    let mut cards = state.registry().list();
+    cards.retain(|card| identity.may_use(&card.id));
+    cards
+}
+
+/// One model's card; ids may contain `/` (e.g. `org/model`). 404 also for models the caller
+/// may not use.
 pub async fn get_model(
     State(state): State<AppState>,
+    Extension(identity): Extension<Arc<Identity>>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
-    state
-        .registry()
-        .list()
+    visible_models(&state, &identity)
         .into_iter()
         .find(|card| card.id == id)
         .map(Json)

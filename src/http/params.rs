@@ -1,8 +1,43 @@
 //! Request fields shared by chat and text completions, checked and turned into engine options.
 
-use super::ApiError;
+use std::sync::Arc;
+
+use super::observe::ModelLabel;
+use super::respond::Delivery;
+use super::{ApiError, AppState};
 use crate::api::{ExtraFields, SamplingFields};
+use crate::auth::Identity;
 use crate::engine::GenerationOptions;
+use crate::models::registry::ServedModel;
+
+/// The served model `name`, if `identity` may use it (403 otherwise); labels the request.
+pub(crate) fn served_model(
+    state: &AppState,
+    identity: &Identity,
+    label: &ModelLabel,
+    name: &str,
+) -> Result<Arc<ServedModel>, ApiError> {
+    let model = state.registry().get(name)?;
+    label.set(&model.id);
+    if !identity.may_use(&model.id) {
+        return Err(ApiError::model_not_allowed(&model.id));
+    }
+    Ok(model)
+}
+
+/// Whole body or server-sent events, from `stream` and `stream_options`.
+pub(crate) fn delivery(sampling: &SamplingFields) -> Delivery {
+    if sampling.stream == Some(true) {
+        Delivery::Stream {
+            include_usage: sampling
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage),
+        }
+    } else {
+        Delivery::Whole
+    }
+}
 
 /// Rejects the first field the endpoint does not know, by name.
 pub(crate) fn reject_unknown(extra: &ExtraFields) -> Result<(), ApiError> {

@@ -7,16 +7,19 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
 
 use super::ApiError;
 use super::observe::log_completion;
 use crate::api::Usage;
 use crate::engine::{Completion, EngineError, Event, FinishReason};
 
-/// The wire format of one endpoint's stream chunks.
+/// The wire format of one endpoint: its stream chunks and its whole response.
 pub(crate) trait ChunkFormat: Send + 'static {
     /// The wire type of one chunk.
     type Chunk: Serialize;
+    /// The wire type of a non-streaming response.
+    type Whole: Serialize;
     /// A chunk sent before any text (chat: the role), if any.
     fn opening(&self) -> Option<Self::Chunk>;
     /// A chunk carrying new text.
@@ -25,7 +28,13 @@ pub(crate) trait ChunkFormat: Send + 'static {
     fn finish(&self, reason: FinishReason) -> Self::Chunk;
     /// The usage chunk (`stream_options.include_usage`).
     fn usage(&self, usage: Usage) -> Self::Chunk;
+    /// The whole response of a non-streaming request.
+    fn whole(&self, text: String, completion: &Completion) -> Self::Whole;
 }
+
+/// Runs once when a generation finishes normally (e.g. to debit generated tokens); whatever
+/// it owns (such as a concurrency slot) is released when the response ends.
+pub(crate) type OnDone = Box<dyn FnOnce(&Completion) + Send>;
 
 /// OpenAI's name of a finish reason.
 pub(crate) fn finish_reason_name(reason: FinishReason) -> &'static str {
@@ -44,22 +53,36 @@ pub(crate) fn usage_of(completion: &Completion) -> Usage {
     }
 }
 
-/// Waits for the whole generation (non-streaming responses).
+/// The next event, or `None` once `deadline` passed.
+async fn next_event(
+    events: &mut UnboundedReceiver<Event>,
+    deadline: Instant,
+) -> Option<Option<Event>> {
+    tokio::time::timeout_at(deadline, events.recv()).await.ok()
+}
+
+/// Waits for the whole generation (non-streaming responses); 504 past `deadline`.
 pub(crate) async fn collect(
     mut events: UnboundedReceiver<Event>,
+    deadline: Instant,
+    timeout_secs: u64,
+    on_done: OnDone,
 ) -> Result<(String, Completion), ApiError> {
     let mut text = String::new();
-    while let Some(event) = events.recv().await {
-        match event {
-            Event::Text(piece) => text.push_str(&piece),
-            Event::Done(completion) => {
+    loop {
+        match next_event(&mut events, deadline).await {
+            None => return Err(ApiError::timeout(timeout_secs)),
+            Some(None) => return Err(EngineError::Stopped.into()),
+            Some(Some(Event::Admitted)) => {}
+            Some(Some(Event::Text(piece))) => text.push_str(&piece),
+            Some(Some(Event::Done(completion))) => {
                 log_completion(&completion, finish_reason_name(completion.finish_reason));
+                on_done(&completion);
                 return Ok((text, completion));
             }
-            Event::Failed(err) => return Err(err.into()),
+            Some(Some(Event::Failed(err))) => return Err(err.into()),
         }
     }
-    Err(EngineError::Stopped.into())
 }
 
 enum Phase {
@@ -75,6 +98,9 @@ struct StreamState<F> {
     events: UnboundedReceiver<Event>,
     format: F,
     include_usage: bool,
+    deadline: Instant,
+    timeout_secs: u64,
+    on_done: Option<OnDone>,
 }
 
 fn data(chunk: &impl Serialize) -> Result<SseEvent, Infallible> {
@@ -82,23 +108,28 @@ fn data(chunk: &impl Serialize) -> Result<SseEvent, Infallible> {
     Ok(SseEvent::default().data(json))
 }
 
-fn error_event(err: EngineError) -> Result<SseEvent, Infallible> {
-    data(&ApiError::from(err).body())
+fn error_event(err: ApiError) -> Result<SseEvent, Infallible> {
+    data(&err.body())
 }
 
 /// Streams `events` as SSE. Dropping the response (client gone) drops `events`, which cancels
-/// the request in the engine before its next step. A mid-stream failure is sent as one
-/// `{"error": ...}` event and ends the stream.
+/// the request in the engine before its next step. A mid-stream failure or the deadline is sent
+/// as one `{"error": ...}` event and ends the stream.
 pub(crate) fn sse_response<F: ChunkFormat>(
     events: UnboundedReceiver<Event>,
     format: F,
     include_usage: bool,
+    (deadline, timeout_secs): (Instant, u64),
+    on_done: OnDone,
 ) -> Response {
     let state = StreamState {
         phase: Phase::Opening,
         events,
         format,
         include_usage,
+        deadline,
+        timeout_secs,
+        on_done: Some(on_done),
     };
     let chunks = stream::unfold(state, |mut state| async move {
         loop {
@@ -110,16 +141,23 @@ pub(crate) fn sse_response<F: ChunkFormat>(
                     }
                 }
                 Phase::Streaming => {
-                    let item = match state.events.recv().await {
-                        Some(Event::Text(text)) => {
+                    let item = match next_event(&mut state.events, state.deadline).await {
+                        Some(Some(Event::Admitted)) => {
+                            state.phase = Phase::Streaming;
+                            continue;
+                        }
+                        Some(Some(Event::Text(text))) => {
                             state.phase = Phase::Streaming;
                             data(&state.format.text(text))
                         }
-                        Some(Event::Done(completion)) => {
+                        Some(Some(Event::Done(completion))) => {
                             log_completion(
                                 &completion,
                                 finish_reason_name(completion.finish_reason),
                             );
+                            if let Some(on_done) = state.on_done.take() {
+                                on_done(&completion);
+                            }
                             state.phase = if state.include_usage {
                                 Phase::Usage(usage_of(&completion))
                             } else {
@@ -127,8 +165,12 @@ pub(crate) fn sse_response<F: ChunkFormat>(
                             };
                             data(&state.format.finish(completion.finish_reason))
                         }
-                        Some(Event::Failed(err)) => error_event(err),
-                        None => error_event(EngineError::Stopped),
+                        Some(Some(Event::Failed(err))) => error_event(err.into()),
+                        Some(None) => error_event(EngineError::Stopped.into()),
+                        None => {
+                            // Dropping the receiver (with the state) frees the sequence.
+                            error_event(ApiError::timeout(state.timeout_secs))
+                        }
                     };
                     return Some((item, state));
                 }
@@ -136,7 +178,9 @@ pub(crate) fn sse_response<F: ChunkFormat>(
                     state.phase = Phase::Closing;
                     return Some((data(&state.format.usage(usage)), state));
                 }
-                Phase::Closing => return Some((Ok(SseEvent::default().data("[DONE]")), state)),
+                Phase::Closing => {
+                    return Some((Ok(SseEvent::default().data("[DONE]")), state));
+                }
                 Phase::Ended => return None,
             }
         }

@@ -123,6 +123,9 @@ pub fn load(
         batch_tokens: config.batch_tokens,
         ctx_size: config.ctx_size,
         queue_capacity: config.queue_capacity,
+        max_tokens: config.max_tokens_limit,
+        max_prompt_tokens: config.max_prompt_tokens,
+        max_stop: config.max_stop,
     };
     let threads = Threads {
         decode: config.threads,

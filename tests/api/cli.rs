@@ -213,3 +213,103 @@ async fn bench_reports_latency_and_throughput_per_level() {
         "the model was discovered from /v1/models"
     );
 }
+
+#[tokio::test]
+async fn keys_made_by_inferno_keys_work_and_sighup_revokes_them() {
+    let output = Command::new(BIN)
+        .args(["keys", "new", "--id", "dave"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (key, entry) = text.split_once('\n').unwrap();
+    assert!(
+        key.starts_with("sk-inf-") && !entry.contains(key),
+        "only the hash goes into the file"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, entry).unwrap();
+
+    let model = model();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--ctx-size",
+            "256",
+            "--parallel",
+            "1",
+            "--model",
+        ])
+        .arg(&model.path)
+        .arg("--api-keys-file")
+        .arg(&keys)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let _ = address_tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let base = format!(
+        "http://{}",
+        address_rx.recv_timeout(Duration::from_secs(120)).unwrap()
+    );
+    for _ in 0..600 {
+        if client()
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let chat = |key: Option<&str>| {
+        let mut request = client()
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&chat_body(&model.id, "Hi", 2));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(chat(None).await, 401);
+    assert_eq!(chat(Some(key)).await, 200);
+
+    std::fs::write(&keys, "# every key revoked\n").unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut revoked = false;
+    for _ in 0..100 {
+        if chat(Some(key)).await == 401 {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(revoked, "SIGHUP reloads the keys file");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+}

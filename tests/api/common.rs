@@ -101,7 +101,7 @@ pub fn start_server_with(model: LocalModel, config: Config) -> TestServer {
                     model: model.id.clone(),
                 })
                 .unwrap();
-            let state = AppState::new(registry, config.max_body_bytes);
+            let state = AppState::from_config(registry, &config).expect("auth configuration loads");
             inferno::http::serve(listener, state, std::future::pending())
                 .await
                 .unwrap();

@@ -6,14 +6,14 @@ use inferno::http::AppState;
 use inferno::models::registry::Registry;
 use serde_json::{Value, json};
 
-use crate::common::client;
+use crate::common::{client, test_config};
 
 async fn serve_registry(registry: Arc<Registry>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(inferno::http::serve(
         listener,
-        AppState::new(registry, 1 << 20),
+        AppState::from_config(registry, &test_config()).unwrap(),
         std::future::pending(),
     ));
     base

@@ -7,3 +7,4 @@ mod completions;
 mod concurrency;
 mod errors;
 mod loading;
+mod security;
