@@ -46,6 +46,7 @@ serve: build
 
 test: build
 	$(CARGO) test --release --locked $(FEATURES)
+	$(CARGO) test --release --locked --features otel --lib telemetry
 	$(MAKE) test-openai
 
 # The official openai Python client against the built binary and the default model.

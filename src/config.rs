@@ -244,6 +244,15 @@ impl Config {
                 self.host
             ));
         }
+        const WEEK: u64 = 7 * 24 * 3600;
+        for (name, value) in [
+            ("queue-timeout-secs", self.queue_timeout_secs),
+            ("request-timeout-secs", self.request_timeout_secs),
+        ] {
+            if !(1..=WEEK).contains(&value) {
+                problems.push(format!("{name} must be 1..={WEEK}, got {value}"));
+            }
+        }
         if self.rate_limit_window_secs == 0 {
             problems.push("rate-limit-window-secs must be at least 1".to_owned());
         }

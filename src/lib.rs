@@ -44,3 +44,5 @@ pub mod http;
 pub mod metrics;
 pub mod models;
 pub mod ratelimit;
+#[cfg(feature = "otel")]
+pub mod telemetry;

@@ -139,6 +139,14 @@ impl Backend for FakeBackend {
         self.steps += 1;
         let total: usize = batch.iter().map(|e| e.tokens.len()).sum();
         self.max_batch_tokens = self.max_batch_tokens.max(total);
+        // llama.cpp batches sequences efficiently only in ascending id order; hold the engine
+        // to it.
+        if batch.windows(2).any(|pair| pair[0].slot >= pair[1].slot) {
+            let slots: Vec<SlotId> = batch.iter().map(|e| e.slot).collect();
+            return Err(BackendError::Decode(format!(
+                "batch not in slot order: {slots:?}"
+            )));
+        }
         let mut sampled = Vec::new();
         for entry in batch {
             let seq = self.slots.get_mut(&entry.slot).ok_or_else(|| {

@@ -20,6 +20,10 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Export request spans over OTLP/HTTP to this collector (e.g. http://127.0.0.1:4318;
+    /// needs the `otel` feature).
+    #[arg(long, global = true, env = "INFERNO_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -55,7 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Keys(args) = cli.command {
         return keys::run(args);
     }
-    init_tracing(cli.log_format);
+    let _trace_guard = init_tracing(cli.log_format, cli.otlp_endpoint.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -69,21 +73,50 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-/// Logs to stderr, filtered by `INFERNO_LOG` or else `RUST_LOG` (default `info`).
-fn init_tracing(format: LogFormat) {
+/// Keeps the trace exporter alive until the process ends (flushing it on drop).
+#[cfg(feature = "otel")]
+type TraceGuard = Option<crate::telemetry::TelemetryGuard>;
+#[cfg(not(feature = "otel"))]
+type TraceGuard = Option<std::convert::Infallible>;
+
+/// Logs to stderr, filtered by `INFERNO_LOG` or else `RUST_LOG` (default `info`); with
+/// `--otlp-endpoint` (feature `otel`) also exports spans over OTLP/HTTP.
+fn init_tracing(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TraceGuard> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = EnvFilter::try_from_env("INFERNO_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    if format == LogFormat::Json {
-        builder.json().init();
-    } else {
-        builder.init();
+    let fmt = match format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    {
+        let Some(endpoint) = otlp_endpoint else {
+            registry.init();
+            return Ok(None);
+        };
+        let (layer, guard) = crate::telemetry::otlp_layer(endpoint, "inferno")?;
+        registry.with(layer).init();
+        Ok(Some(guard))
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        anyhow::ensure!(
+            otlp_endpoint.is_none(),
+            "--otlp-endpoint needs a build with the `otel` feature (make build FEATURES=\"--features otel\")"
+        );
+        registry.init();
+        Ok(None)
     }
 }

@@ -8,7 +8,7 @@ use super::queue::FairQueue;
 use super::scheduler::{Demand, Scheduler};
 use super::sequence::Sequence;
 use super::{EngineError, EngineSettings, EngineStats, Event, Submission};
-use crate::backend::{Backend, BatchEntry, SharedTokenizer};
+use crate::backend::{Backend, BatchEntry, SharedTokenizer, SlotId};
 use crate::metrics::EngineMetrics;
 
 /// Owns the backend and the running sequences; single-threaded by construction.
@@ -18,7 +18,8 @@ pub(crate) struct EngineCore<B: Backend> {
     settings: EngineSettings,
     scheduler: Scheduler,
     commands: Receiver<Submission>,
-    /// Running sequences in admission order; their slots are always `0..running.len()`.
+    /// Running sequences in admission order; their slots are `0..running.len()` whenever no
+    /// request waits (see `compact`).
     running: Vec<Sequence>,
     /// Requests waiting for a slot, served round-robin by owner.
     waiting: FairQueue<Submission>,
@@ -129,7 +130,7 @@ impl<B: Backend> EngineCore<B> {
                 break;
             };
             self.metrics.set_waiting(self.stats.dequeued());
-            let slot = self.running.len();
+            let slot = self.free_slot();
             if let Err(err) = self.backend.begin(slot, &submission.request.sampling) {
                 let _ = submission.reply.send(Event::Failed(err.into()));
                 continue;
@@ -147,6 +148,9 @@ impl<B: Backend> EngineCore<B> {
         }
         self.metrics.set_waiting(self.waiting.len());
         self.stats.set_running(self.running.len());
+        if self.waiting.is_empty() {
+            self.compact();
+        }
     }
 
     fn retire_cancelled(&mut self) {
@@ -167,20 +171,43 @@ impl<B: Backend> EngineCore<B> {
     fn remove(&mut self, index: usize) -> Sequence {
         let sequence = self.running.remove(index);
         self.backend.end(sequence.slot);
-        let last = self.running.len();
-        if sequence.slot != last
-            && let Some(moved) = self.running.iter_mut().find(|s| s.slot == last)
-        {
-            self.backend.relocate(last, sequence.slot);
-            moved.slot = sequence.slot;
-        }
         sequence
+    }
+
+    /// The lowest slot no running sequence holds.
+    fn free_slot(&self) -> SlotId {
+        (0..)
+            .find(|slot| self.running.iter().all(|s| s.slot != *slot))
+            .expect("fewer sequences than slots")
+    }
+
+    /// Moves sequences from high slots into gaps so active slots are `0..running.len()`:
+    /// llama.cpp batches consecutive sequence ids efficiently and gaps cost throughput
+    /// (DESIGN.md). Only done when nothing waits, because a waiting request fills a gap for
+    /// free while a move copies the slot's whole KV stream.
+    fn compact(&mut self) {
+        let n = self.running.len();
+        while let Some(gap) = (0..n).find(|slot| self.running.iter().all(|s| s.slot != *slot)) {
+            let Some(moved) = self
+                .running
+                .iter_mut()
+                .filter(|s| s.slot >= n)
+                .max_by_key(|s| s.slot)
+            else {
+                break;
+            };
+            self.backend.relocate(moved.slot, gap);
+            moved.slot = gap;
+        }
     }
 
     /// Runs one batch; returns how many tokens were generated.
     fn step(&mut self) -> usize {
         let demands: Vec<Demand> = self.running.iter().map(Sequence::demand).collect();
-        let plan = self.scheduler.plan(&demands);
+        let mut plan = self.scheduler.plan(&demands);
+        // llama.cpp groups a batch's sequences only when their ids ascend by one, so hand it
+        // the entries in slot order.
+        plan.sort_by_key(|work| self.running[work.index].slot);
         let batch: Vec<BatchEntry<'_>> = plan
             .iter()
             .map(|work| {

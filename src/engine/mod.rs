@@ -16,6 +16,7 @@ pub mod stats;
 pub mod stop;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -129,6 +130,17 @@ pub(crate) struct Submission {
     request: GenerateRequest,
     reply: UnboundedSender<Event>,
     submitted: Instant,
+    generated: Arc<AtomicUsize>,
+}
+
+/// A submitted request: its events, and a live count of the tokens generated so far (so
+/// accounting still works when the request ends early, e.g. when its client leaves).
+#[derive(Debug)]
+pub struct Generation {
+    /// The request's events; dropping this cancels the request.
+    pub events: UnboundedReceiver<Event>,
+    /// Tokens generated so far.
+    pub generated: Arc<AtomicUsize>,
 }
 
 impl queue::Queued for Submission {
@@ -244,10 +256,7 @@ impl Engine {
     }
 
     /// Queues `request`; returns its event stream. A full queue is reported at once.
-    pub fn submit(
-        &self,
-        request: GenerateRequest,
-    ) -> Result<UnboundedReceiver<Event>, EngineError> {
+    pub fn submit(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let (reply, events) = tokio::sync::mpsc::unbounded_channel();
         let commands = self.commands.as_ref().ok_or(EngineError::Stopped)?;
         // Count first so the engine's decrement never runs before the increment.
@@ -259,16 +268,18 @@ impl Engine {
                 queued: self.settings.queue_capacity,
             });
         }
+        let generated = Arc::new(AtomicUsize::new(0));
         let submission = Submission {
             request,
             reply,
             submitted: Instant::now(),
+            generated: generated.clone(),
         };
         commands.send(submission).map_err(|_| {
             self.stats.dequeued();
             EngineError::Stopped
         })?;
-        Ok(events)
+        Ok(Generation { events, generated })
     }
 
     /// The tokenizer of the loaded model.
@@ -306,7 +317,7 @@ impl Engine {
         };
         let request = GenerateRequest::new(prompt, options, &self.limits())
             .map_err(|err| EngineError::Load(format!("warm-up request invalid: {err}")))?;
-        let mut events = self.submit(request)?;
+        let mut events = self.submit(request)?.events;
         while let Some(event) = events.blocking_recv() {
             match event {
                 Event::Admitted | Event::Text(_) => {}

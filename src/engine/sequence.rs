@@ -1,5 +1,7 @@
 //! One request's life inside the engine: prefill, decode, finish.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -31,6 +33,8 @@ pub(crate) struct Sequence {
     queued: Duration,
     first_token: Option<Duration>,
     last_token_at: Option<Instant>,
+    /// Shared with the submitter, who may need the count if the request ends early.
+    generated_count: Arc<AtomicUsize>,
 }
 
 impl Sequence {
@@ -40,6 +44,7 @@ impl Sequence {
             request,
             reply,
             submitted,
+            generated,
         } = submission;
         let stop = StopMatcher::new(request.stop.clone());
         Sequence {
@@ -56,6 +61,7 @@ impl Sequence {
             queued,
             first_token: None,
             last_token_at: None,
+            generated_count: generated,
         }
     }
 
@@ -117,6 +123,7 @@ impl Sequence {
         metrics: &EngineMetrics,
     ) -> Option<FinishReason> {
         self.generated += 1;
+        self.generated_count.fetch_add(1, Ordering::Relaxed);
         match self.last_token_at.replace(now) {
             Some(previous) => metrics
                 .inter_token_latency

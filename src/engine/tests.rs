@@ -58,6 +58,7 @@ impl Harness {
                 request,
                 reply,
                 submitted: std::time::Instant::now(),
+                generated: Default::default(),
             })
             .expect("the engine is listening");
         events
@@ -356,13 +357,13 @@ fn full_queue_is_reported_at_once_and_queued_requests_still_finish() {
         let prompt = FakeTokenizer.encode(text, false, false);
         GenerateRequest::new(prompt, max_tokens(2), &engine.limits()).expect("valid")
     };
-    let mut running = engine.submit(request("a")).expect("admitted");
+    let mut running = engine.submit(request("a")).expect("admitted").events;
     admitted_rx
         .recv()
         .expect("first request admitted; the engine now waits at the gate");
     let mut queued: Vec<_> = ["b", "c"]
         .iter()
-        .map(|t| engine.submit(request(t)).expect("fits the queue"))
+        .map(|t| engine.submit(request(t)).expect("fits the queue").events)
         .collect();
     assert_eq!(
         engine.submit(request("d")).unwrap_err(),

@@ -88,8 +88,8 @@ impl AccessControl {
             .in_flight
             .lock()
             .expect("in-flight lock is never poisoned");
-        let count = in_flight.entry(identity.id.clone()).or_insert(0);
-        if limit.is_some_and(|limit| *count >= limit) {
+        let current = in_flight.get(&identity.id).copied().unwrap_or(0);
+        if limit.is_some_and(|limit| current >= limit) {
             crate::metrics::record_rate_limited(&identity.id);
             return Err(ApiError::rate_limited(
                 format!(
@@ -100,7 +100,7 @@ impl AccessControl {
                 Vec::new(),
             ));
         }
-        *count += 1;
+        in_flight.insert(identity.id.clone(), current + 1);
         Ok(InFlight {
             access: self.clone(),
             identity: identity.id.clone(),
@@ -124,6 +124,16 @@ impl AccessControl {
                     limited.status.headers(),
                 )
             })
+    }
+
+    /// Gives back the rate-limit charge of a request that was never served.
+    pub fn refund(&self, identity: &Identity, prompt_tokens: usize) {
+        self.limiter.refund(
+            &identity.id,
+            rate_limits(identity),
+            prompt_tokens as u64,
+            Instant::now(),
+        );
     }
 
     /// Debits generated tokens from the identity's token budget.

@@ -240,9 +240,15 @@ impl From<EngineError> for ApiError {
             EngineError::QueueFull { .. } => {
                 ApiError::unavailable(err.to_string(), "overloaded", 1)
             }
-            EngineError::Stopped | EngineError::Backend(_) | EngineError::Load(_) => {
-                ApiError::internal(err)
+            EngineError::Stopped => {
+                tracing::error!("the model's engine has stopped");
+                ApiError::unavailable(
+                    "The model is not available right now",
+                    "model_unavailable",
+                    5,
+                )
             }
+            EngineError::Backend(_) | EngineError::Load(_) => ApiError::internal(err),
         }
     }
 }

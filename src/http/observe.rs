@@ -20,11 +20,12 @@ impl ModelLabel {
     /// Records the model this request uses.
     pub fn set(&self, model: &str) {
         let _ = self.0.set(model.to_owned());
-        Span::current().record("model", model);
+        Span::current().record("gen_ai.request.model", model);
     }
 }
 
-/// The span every request runs in; completion fields are recorded as they become known.
+/// The span every request runs in; completion fields are recorded as they become known, under
+/// OpenTelemetry's GenAI semantic-convention names.
 pub(crate) fn request_span(request: &Request) -> Span {
     let id = request
         .extensions()
@@ -36,26 +37,31 @@ pub(crate) fn request_span(request: &Request) -> Span {
         method = %request.method(),
         path = %request.uri().path(),
         request_id = %id,
-        model = tracing::field::Empty,
         identity = tracing::field::Empty,
-        prompt_tokens = tracing::field::Empty,
-        completion_tokens = tracing::field::Empty,
+        gen_ai.operation.name = tracing::field::Empty,
+        gen_ai.request.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
         ttft_ms = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
-        finish_reason = tracing::field::Empty,
     )
 }
 
 /// Logs one line per finished generation, inside the request's span.
 pub(crate) fn log_completion(completion: &Completion, finish_reason: &str) {
     let span = Span::current();
-    span.record("prompt_tokens", completion.prompt_tokens);
-    span.record("completion_tokens", completion.completion_tokens);
+    // i64: the OpenTelemetry bridge exports unsigned integers as strings.
+    span.record("gen_ai.usage.input_tokens", completion.prompt_tokens as i64);
+    span.record(
+        "gen_ai.usage.output_tokens",
+        completion.completion_tokens as i64,
+    );
     if let Some(first) = completion.timings.first_token {
         span.record("ttft_ms", first.as_millis() as u64);
     }
     span.record("duration_ms", completion.timings.total.as_millis() as u64);
-    span.record("finish_reason", finish_reason);
+    span.record("gen_ai.response.finish_reasons", finish_reason);
     tracing::info!("generation finished");
 }
 
@@ -85,6 +91,14 @@ pub(crate) async fn track(mut request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned());
     let label = ModelLabel::default();
     request.extensions_mut().insert(label.clone());
+    let operation = match endpoint.as_deref() {
+        Some("/v1/chat/completions") => Some("chat"),
+        Some("/v1/completions") => Some("text_completion"),
+        _ => None,
+    };
+    if let Some(operation) = operation {
+        Span::current().record("gen_ai.operation.name", operation);
+    }
     let response = next.run(request).await;
     if endpoint.as_deref() == Some("/metrics") {
         return response;

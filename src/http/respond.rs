@@ -3,15 +3,17 @@
 //! response within the request deadline.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::stream::{ChunkFormat, OnDone, collect, sse_response};
+use super::access::{AccessControl, InFlight};
+use super::stream::{ChunkFormat, collect, sse_response};
 use super::{ApiError, AppState};
 use crate::auth::Identity;
-use crate::engine::{Event, GenerateRequest};
+use crate::engine::{EngineError, Event, GenerateRequest};
 use crate::models::registry::ServedModel;
 
 /// How the client wants the answer.
@@ -24,6 +26,23 @@ pub(crate) enum Delivery {
         /// `stream_options.include_usage`.
         include_usage: bool,
     },
+}
+
+/// Lives as long as an admitted request's response: holds the identity's concurrency slot and,
+/// when dropped (finished, failed, timed out, or the client left), debits the tokens generated
+/// so far from its token budget — exactly once, whatever the ending.
+struct Accounting {
+    access: Arc<AccessControl>,
+    identity: Arc<Identity>,
+    generated: Arc<AtomicUsize>,
+    _in_flight: InFlight,
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        let tokens = self.generated.load(Ordering::Relaxed);
+        self.access.record_completion(&self.identity, tokens);
+    }
 }
 
 /// Admits `request` for `identity` on `model` and answers it in `format`.
@@ -39,30 +58,44 @@ pub(crate) async fn respond<F: ChunkFormat>(
     let settings = state.settings();
     let access = state.access().clone();
     let in_flight = access.acquire(&identity)?;
-    let rate = access.admit(&identity, request.prompt.len())?;
-    let mut events = model.engine.submit(request.with_owner(&identity.id))?;
+    let prompt_tokens = request.prompt.len();
+    let rate = access.admit(&identity, prompt_tokens)?;
+    // A request that is never served gives its rate-limit charge back, so a client retrying
+    // after a 503 as told does not burn its budget.
+    let refund = |err: ApiError| {
+        access.refund(&identity, prompt_tokens);
+        err
+    };
+    let generation = model
+        .engine
+        .submit(request.with_owner(&identity.id))
+        .map_err(|err| refund(err.into()))?;
+    let mut events = generation.events;
 
     // Wait for a sequence slot; past the queue timeout, give up (dropping `events` removes the
     // request from the queue) and tell the client to retry.
     let queue_deadline = started + settings.queue_timeout;
     match tokio::time::timeout_at(queue_deadline, events.recv()).await {
-        Err(_) => return Err(ApiError::queue_timeout(settings.queue_timeout.as_secs())),
+        Err(_) => {
+            return Err(refund(ApiError::queue_timeout(
+                settings.queue_timeout.as_secs(),
+            )));
+        }
         Ok(Some(Event::Admitted)) => {}
-        Ok(Some(Event::Failed(err))) => return Err(err.into()),
+        Ok(Some(Event::Failed(err))) => return Err(refund(err.into())),
         Ok(Some(other)) => {
             return Err(ApiError::internal(format!(
                 "event {other:?} before admission"
             )));
         }
-        Ok(None) => return Err(crate::engine::EngineError::Stopped.into()),
+        Ok(None) => return Err(refund(EngineError::Stopped.into())),
     }
 
-    let on_done: OnDone = {
-        let identity = identity.clone();
-        Box::new(move |completion| {
-            access.record_completion(&identity, completion.completion_tokens);
-            drop(in_flight);
-        })
+    let accounting = Accounting {
+        access: access.clone(),
+        identity,
+        generated: generation.generated,
+        _in_flight: in_flight,
     };
     let deadline = started + settings.request_timeout;
     let timeout_secs = settings.request_timeout.as_secs();
@@ -72,10 +105,12 @@ pub(crate) async fn respond<F: ChunkFormat>(
             format,
             include_usage,
             (deadline, timeout_secs),
-            on_done,
+            Box::new(accounting),
         ),
         Delivery::Whole => {
-            let (text, completion) = collect(events, deadline, timeout_secs, on_done).await?;
+            let result = collect(events, deadline, timeout_secs).await;
+            drop(accounting);
+            let (text, completion) = result?;
             axum::Json(format.whole(text, &completion)).into_response()
         }
     };

@@ -32,9 +32,9 @@ pub(crate) trait ChunkFormat: Send + 'static {
     fn whole(&self, text: String, completion: &Completion) -> Self::Whole;
 }
 
-/// Runs once when a generation finishes normally (e.g. to debit generated tokens); whatever
-/// it owns (such as a concurrency slot) is released when the response ends.
-pub(crate) type OnDone = Box<dyn FnOnce(&Completion) + Send>;
+/// Whatever must live exactly as long as the response (a concurrency slot, the accounting of
+/// generated tokens): dropped when the stream ends, fails, times out, or the client leaves.
+pub(crate) type Hold = Box<dyn Send>;
 
 /// OpenAI's name of a finish reason.
 pub(crate) fn finish_reason_name(reason: FinishReason) -> &'static str {
@@ -66,7 +66,6 @@ pub(crate) async fn collect(
     mut events: UnboundedReceiver<Event>,
     deadline: Instant,
     timeout_secs: u64,
-    on_done: OnDone,
 ) -> Result<(String, Completion), ApiError> {
     let mut text = String::new();
     loop {
@@ -77,7 +76,6 @@ pub(crate) async fn collect(
             Some(Some(Event::Text(piece))) => text.push_str(&piece),
             Some(Some(Event::Done(completion))) => {
                 log_completion(&completion, finish_reason_name(completion.finish_reason));
-                on_done(&completion);
                 return Ok((text, completion));
             }
             Some(Some(Event::Failed(err))) => return Err(err.into()),
@@ -100,7 +98,16 @@ struct StreamState<F> {
     include_usage: bool,
     deadline: Instant,
     timeout_secs: u64,
-    on_done: Option<OnDone>,
+    hold: Option<Hold>,
+}
+
+impl<F> StreamState<F> {
+    /// Ends the generation now: the engine sees the closed channel before its next step, and
+    /// the held resources are released without waiting for the client to read the last event.
+    fn release(&mut self) {
+        self.events.close();
+        self.hold = None;
+    }
 }
 
 fn data(chunk: &impl Serialize) -> Result<SseEvent, Infallible> {
@@ -120,7 +127,7 @@ pub(crate) fn sse_response<F: ChunkFormat>(
     format: F,
     include_usage: bool,
     (deadline, timeout_secs): (Instant, u64),
-    on_done: OnDone,
+    hold: Hold,
 ) -> Response {
     let state = StreamState {
         phase: Phase::Opening,
@@ -129,7 +136,7 @@ pub(crate) fn sse_response<F: ChunkFormat>(
         include_usage,
         deadline,
         timeout_secs,
-        on_done: Some(on_done),
+        hold: Some(hold),
     };
     let chunks = stream::unfold(state, |mut state| async move {
         loop {
@@ -155,9 +162,7 @@ pub(crate) fn sse_response<F: ChunkFormat>(
                                 &completion,
                                 finish_reason_name(completion.finish_reason),
                             );
-                            if let Some(on_done) = state.on_done.take() {
-                                on_done(&completion);
-                            }
+                            state.release();
                             state.phase = if state.include_usage {
                                 Phase::Usage(usage_of(&completion))
                             } else {
@@ -165,10 +170,16 @@ pub(crate) fn sse_response<F: ChunkFormat>(
                             };
                             data(&state.format.finish(completion.finish_reason))
                         }
-                        Some(Some(Event::Failed(err))) => error_event(err.into()),
-                        Some(None) => error_event(EngineError::Stopped.into()),
+                        Some(Some(Event::Failed(err))) => {
+                            state.release();
+                            error_event(err.into())
+                        }
+                        Some(None) => {
+                            state.release();
+                            error_event(EngineError::Stopped.into())
+                        }
                         None => {
-                            // Dropping the receiver (with the state) frees the sequence.
+                            state.release();
                             error_event(ApiError::timeout(state.timeout_secs))
                         }
                     };

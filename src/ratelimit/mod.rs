@@ -170,6 +170,14 @@ impl Bucket {
         self.updated = self.updated.max(now);
     }
 
+    /// Returns units taken earlier (never above capacity).
+    fn give(&mut self, units: u64) {
+        self.level = self
+            .level
+            .saturating_add(i128::from(units).saturating_mul(self.period_ns))
+            .min(self.capacity());
+    }
+
     fn take(&mut self, units: u64) {
         self.level = self
             .level
@@ -296,6 +304,26 @@ impl RateLimiter {
         let mut entries = self.lock();
         if let [_, Some(bucket)] = self.buckets(&mut entries, identity, limits, now) {
             bucket.take(tokens);
+        }
+    }
+
+    /// Gives back what `admit` took for a request that was never served (rejected by a full
+    /// queue, or gave up waiting for a slot), so retrying as told does not burn the budget.
+    pub fn refund(
+        &self,
+        identity: &str,
+        limits: Option<RateLimits>,
+        prompt_tokens: u64,
+        now: Instant,
+    ) {
+        let limits = self.effective(limits);
+        if limits == RateLimits::default() {
+            return;
+        }
+        let mut entries = self.lock();
+        let buckets = self.buckets(&mut entries, identity, limits, now);
+        for (bucket, units) in buckets.iter_mut().zip([1, prompt_tokens]) {
+            bucket.iter_mut().for_each(|bucket| bucket.give(units));
         }
     }
 

@@ -260,3 +260,27 @@ fn concurrent_admits_take_exactly_the_limit() {
     });
     assert_eq!(admitted, 50);
 }
+
+#[test]
+fn refund_gives_back_an_unserved_request() {
+    let limiter = RateLimiter::new(RateLimits {
+        requests_per_minute: Some(1),
+        tokens_per_minute: Some(100),
+    });
+    let now = Instant::now();
+    assert!(limiter.admit("a", None, 40, now).is_ok());
+    assert!(
+        limiter.admit("a", None, 1, now).is_err(),
+        "the only request is used"
+    );
+    limiter.refund("a", None, 40, now);
+    let status = limiter.admit("a", None, 40, now).expect("refunded");
+    assert_eq!(status.tokens.map(|t| t.remaining), Some(60));
+    limiter.refund("a", None, 1000, now);
+    let status = limiter.admit("a", None, 0, now).expect("refunded again");
+    assert_eq!(
+        status.tokens.map(|t| t.remaining),
+        Some(100),
+        "never above capacity"
+    );
+}

@@ -15,6 +15,7 @@ const BOB: &str = "sk-inf-bob-0123456789abcdef0123456789abcd";
 const CAROL: &str = "sk-inf-carol-0123456789abcdef0123456789ab";
 const LIMITED: &str = "sk-inf-limited-0123456789abcdef012345678";
 const SOLO: &str = "sk-inf-solo-0123456789abcdef0123456789abc";
+const TOKENS: &str = "sk-inf-tokens-0123456789abcdef0123456789a";
 const HS_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
 
 fn fixtures() -> PathBuf {
@@ -52,6 +53,11 @@ tokens-per-minute = 100000
 id = "solo"
 secret = "{SOLO}"
 max-concurrent = 1
+
+[[keys]]
+id = "tokens"
+secret = "{TOKENS}"
+tokens-per-minute = 60
 "#
         ),
     )
@@ -496,4 +502,83 @@ async fn cors_is_off_by_default_and_follows_the_configured_origins() {
         response.headers()["access-control-allow-origin"],
         "https://app.example"
     );
+}
+
+#[tokio::test]
+async fn tokens_generated_before_a_client_leaves_are_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(&dir);
+    // 60 tokens per (test) window of 4 s. Stream well past that, then hang up.
+    let mut body = chat_body(&server.model, "Count upwards from one.", 300);
+    body["stream"] = json!(true);
+    body["ignore_eos"] = json!(true);
+    let mut stream = client()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(TOKENS)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut seen = String::new();
+    while seen.matches("\"content\":").count() < 100 {
+        let chunk = stream.chunk().await.unwrap().expect("the stream continues");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    // The ~100 generated tokens put the bucket deep in debt: the next request must wait.
+    let (status, reply) = chat_with(&server, &bearer(TOKENS)).await;
+    assert_eq!(
+        assert_error(status, &reply, 429)["code"],
+        "rate_limit_exceeded"
+    );
+}
+
+#[tokio::test]
+async fn a_request_never_served_gives_its_rate_limit_charge_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!(
+            "[[keys]]\nid = \"hog\"\nsecret = \"{ALICE}\"\n\n[[keys]]\nid = \"two\"\nsecret = \"{BOB}\"\nrequests-per-minute = 2\n"
+        ),
+    )
+    .unwrap();
+    let config = Config {
+        api_keys_file: Some(keys),
+        parallel: 1,
+        queue_timeout_secs: 1,
+        ..test_config()
+    };
+    let server = start_server(config);
+    let mut body = chat_body(&server.model, "Count upwards from one.", 400);
+    body["stream"] = json!(true);
+    body["ignore_eos"] = json!(true);
+    let mut hog = client()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(ALICE)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    hog.chunk().await.unwrap();
+    // The slot is taken: this request times out in the queue (503) and is refunded.
+    let (status, reply) = chat_with(&server, &bearer(BOB)).await;
+    assert_eq!(assert_error(status, &reply, 503)["code"], "queue_timeout");
+    drop(hog);
+    for attempt in 0..2 {
+        let mut status = 0;
+        for _ in 0..100 {
+            status = chat_with(&server, &bearer(BOB)).await.0;
+            if status != 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            status, 200,
+            "request {attempt} of 2 fits the budget after the refund"
+        );
+    }
 }

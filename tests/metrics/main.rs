@@ -301,3 +301,51 @@ async fn a_known_sequence_of_requests_gives_exact_metrics() {
         "no label carries a prompt"
     );
 }
+
+#[tokio::test]
+async fn identities_appear_as_ids_never_as_secrets() {
+    assert!(inferno::metrics::install() || inferno::metrics::render().is_some());
+    let secret = "sk-inf-metrics-secret-0123456789abcdef01";
+    let wrong = "sk-inf-wrong-secret-0123456789abcdef0123";
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!("[[keys]]\nid = \"metered\"\nsecret = \"{secret}\"\nrequests-per-minute = 1\n"),
+    )
+    .unwrap();
+    let local = LocalModel {
+        id: "metrics-auth-model".to_owned(),
+        path: model().path.clone(),
+    };
+    let config = inferno::config::Config {
+        api_keys_file: Some(keys),
+        ..test_config()
+    };
+    let server = start_server_with(local, config);
+    let body = chat_body("metrics-auth-model", "Hi", 2);
+    let send = |key: &'static str| {
+        client()
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(send(secret).await.unwrap().status(), 200);
+    assert_eq!(send(secret).await.unwrap().status(), 429);
+    assert_eq!(send(wrong).await.unwrap().status(), 401);
+    let (text, samples) = scrape(&server);
+    assert_eq!(
+        get(
+            &samples,
+            "inferno_rate_limited_total",
+            &[("identity", "metered")]
+        ),
+        1.0
+    );
+    assert!(
+        !text.contains(secret) && !text.contains(wrong),
+        "no secret in any label"
+    );
+    assert!(!text.contains("sk-inf-"), "nothing that looks like a key");
+}
