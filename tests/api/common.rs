@@ -184,3 +184,27 @@ pub fn assert_error(status: u16, body: &Value, expected: u16) -> Value {
     );
     error
 }
+
+/// Waits (bounded) until `server`'s engine has nothing running or queued.
+///
+/// Tests that abandon a generation call this before returning: the test binary must not exit
+/// while an engine thread is inside a llama.cpp decode, or process teardown (C++ and OpenMP
+/// destructors) can crash underneath it.
+pub async fn wait_idle(server: &TestServer) {
+    for _ in 0..600 {
+        let status: Value = client()
+            .get(server.url("/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let engine = &status["models"][0]["engine"];
+        if engine["slots_busy"] == 0 && engine["queue_length"] == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the engine did not become idle");
+}

@@ -137,6 +137,7 @@ async fn a_client_leaving_mid_stream_frees_its_slot() {
     .await
     .expect("the freed slot serves the next request instead of the abandoned one");
     assert_eq!(status, 200, "{body}");
+    crate::common::wait_idle(&server).await;
 }
 
 #[tokio::test]
@@ -185,6 +186,7 @@ async fn a_full_queue_answers_503_at_once_with_retry_after() {
         status, 200,
         "the queued request ran once the slot was free: {reply}"
     );
+    crate::common::wait_idle(&server).await;
 }
 
 #[tokio::test]

@@ -243,6 +243,7 @@ async fn api_keys_and_jwts_guard_the_api() {
     ] {
         unauthorized(chat_with(&server, &bearer(&bad)).await);
     }
+    crate::common::wait_idle(&server).await;
 }
 
 #[tokio::test]
@@ -289,6 +290,7 @@ async fn rate_limits_answer_429_with_openai_headers_then_recover() {
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(send().await.status(), 200, "allowed again after the refill");
+    crate::common::wait_idle(&server).await;
 }
 
 #[tokio::test]
@@ -322,6 +324,7 @@ async fn concurrent_requests_per_key_are_limited() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ok, "the slot is released when the first stream ends");
+    crate::common::wait_idle(&server).await;
 }
 
 #[tokio::test]
@@ -375,6 +378,7 @@ async fn overload_answers_every_request_with_a_result_or_503() {
     )
     .await;
     assert_eq!(status, 200, "served normally afterwards");
+    crate::common::wait_idle(&server).await;
 }
 
 #[tokio::test]
@@ -433,6 +437,7 @@ async fn deadlines_end_requests_and_free_their_sequence() {
     )
     .await;
     assert_eq!(status, 200, "the timed-out sequence was freed");
+    crate::common::wait_idle(&server).await;
 }
 
 #[tokio::test]
@@ -532,6 +537,7 @@ async fn tokens_generated_before_a_client_leaves_are_charged() {
         assert_error(status, &reply, 429)["code"],
         "rate_limit_exceeded"
     );
+    crate::common::wait_idle(&server).await;
 }
 
 #[tokio::test]
@@ -581,4 +587,5 @@ async fn a_request_never_served_gives_its_rate_limit_charge_back() {
             "request {attempt} of 2 fits the budget after the refund"
         );
     }
+    crate::common::wait_idle(&server).await;
 }
