@@ -74,50 +74,19 @@ fn invalid_configuration_lists_every_problem() {
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let model = model();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--ctx-size",
-            "512",
-            "--parallel",
-            "2",
-            "--model",
-        ])
-        .arg(&model.path)
-        .env("INFERNO_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (address_tx, address_rx) = std::sync::mpsc::channel();
-    let log = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = address_tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let address = address_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the server logs its address");
-    let base = format!("http://{address}");
-    for _ in 0..600 {
-        if client()
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ServeProcess {
+        mut child,
+        base,
+        log,
+    } = spawn_serve(&[
+        "--ctx-size",
+        "512",
+        "--parallel",
+        "2",
+        "--shutdown-delay-secs",
+        "2",
+    ])
+    .await;
     let mut body = chat_body(&model.id, "Count from one to fifty.", 60);
     body["stream"] = json!(true);
     body["ignore_eos"] = json!(true);
@@ -232,48 +201,18 @@ async fn keys_made_by_inferno_keys_work_and_sighup_revokes_them() {
     std::fs::write(&keys, entry).unwrap();
 
     let model = model();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--ctx-size",
-            "256",
-            "--parallel",
-            "1",
-            "--model",
-        ])
-        .arg(&model.path)
-        .arg("--api-keys-file")
-        .arg(&keys)
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (address_tx, address_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = address_tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let base = format!(
-        "http://{}",
-        address_rx.recv_timeout(Duration::from_secs(120)).unwrap()
-    );
-    for _ in 0..600 {
-        if client()
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let keys_arg = keys.to_str().unwrap();
+    let ServeProcess {
+        mut child, base, ..
+    } = spawn_serve(&[
+        "--ctx-size",
+        "256",
+        "--parallel",
+        "1",
+        "--api-keys-file",
+        keys_arg,
+    ])
+    .await;
     let chat = |key: Option<&str>| {
         let mut request = client()
             .post(format!("{base}/v1/chat/completions"))
@@ -312,4 +251,54 @@ async fn keys_made_by_inferno_keys_work_and_sighup_revokes_them() {
             .success()
     );
     assert!(child.wait().unwrap().success());
+}
+
+/// An `inferno serve` process of the default model on a free port.
+struct ServeProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    base: String,
+    /// Its log lines, once the process has exited.
+    log: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// Starts `inferno serve --port 0 --model <default> <args>` and waits until `/ready` is 200.
+async fn spawn_serve(args: &[&str]) -> ServeProcess {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--port", "0", "--model"])
+        .arg(&model().path)
+        .args(args)
+        .env("INFERNO_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let _ = address_tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let address = address_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the server logs its address");
+    let base = format!("http://{address}");
+    for _ in 0..600 {
+        if client()
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ServeProcess { child, base, log }
 }
