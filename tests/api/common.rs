@@ -192,19 +192,24 @@ pub fn assert_error(status: u16, body: &Value, expected: u16) -> Value {
 /// destructors) can crash underneath it.
 pub async fn wait_idle(server: &TestServer) {
     for _ in 0..600 {
-        let status: Value = client()
-            .get(server.url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let engine = &status["models"][0]["engine"];
+        let engine = engine_status(server).await;
         if engine["slots_busy"] == 0 && engine["queue_length"] == 0 {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("the engine did not become idle");
+}
+
+/// The served model's engine snapshot from `GET /status`.
+pub async fn engine_status(server: &TestServer) -> Value {
+    let status: Value = client()
+        .get(server.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    status["models"][0]["engine"].clone()
 }

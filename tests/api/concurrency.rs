@@ -157,15 +157,7 @@ async fn a_full_queue_answers_503_at_once_with_retry_after() {
         async move { post(&server, "/v1/chat/completions", &body).await }
     });
     for _ in 0..400 {
-        let status: Value = client()
-            .get(server.url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["models"][0]["engine"]["queue_length"] == 1 {
+        if crate::common::engine_status(&server).await["queue_length"] == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -6,12 +6,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use inferno::models::LocalModel;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use common::{TestServer, chat_body, client, model, post, start_server_with, test_config};
+use common::{
+    TestServer, chat_body, client, engine_status, model, post, start_server_with, test_config,
+    wait_idle,
+};
 
 const MODEL: &str = "metrics-model";
 
@@ -86,18 +88,6 @@ fn get(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name}{key:?}"))
 }
 
-async fn engine_status(server: &TestServer) -> Value {
-    let status: Value = client()
-        .get(server.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    status["models"][0]["engine"].clone()
-}
-
 /// Opens a long stream and returns once it carried generated text (not just the role chunk).
 async fn open_stream(server: &TestServer, prompt: &str) -> reqwest::Response {
     let mut body = chat_body(MODEL, prompt, 400);
@@ -120,16 +110,6 @@ async fn open_stream(server: &TestServer, prompt: &str) -> reqwest::Response {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     response
-}
-
-async fn wait_idle(server: &TestServer) {
-    for _ in 0..400 {
-        if engine_status(server).await["slots_busy"] == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("engine did not become idle");
 }
 
 #[tokio::test]
