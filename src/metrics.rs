@@ -44,6 +44,8 @@ pub const PROMPT_CACHE_QUERIES: &str = "inferno_prompt_cache_queries_total";
 pub const MODEL_LOAD_DURATION: &str = "inferno_model_load_duration_seconds";
 /// 1 while a model is loaded and serving (gauge).
 pub const MODEL_LOADED: &str = "inferno_model_loaded";
+/// Models unloaded, by reason: `idle`, `lru`, `admin`, `shutdown` (counter).
+pub const MODEL_EVICTIONS: &str = "inferno_model_evictions_total";
 /// Failed requests by model and error kind (counter).
 pub const ERRORS: &str = "inferno_errors_total";
 /// Requests cancelled because the client left (counter).
@@ -177,6 +179,10 @@ fn describe() {
         "Time to load a model"
     );
     describe_gauge!(MODEL_LOADED, "1 while the model is loaded");
+    describe_counter!(
+        MODEL_EVICTIONS,
+        "Models unloaded, by reason (idle, lru, admin, shutdown)"
+    );
     describe_counter!(ERRORS, "Failed requests by model and error kind");
     describe_counter!(CANCELLED, "Requests cancelled because the client left");
     describe_gauge!(BUILD_INFO, "Build information (value 1)");
@@ -300,6 +306,16 @@ pub fn record_error(model: &str, kind: &'static str) {
 pub fn record_model_load(model: &str, seconds: f64, loaded: bool) {
     histogram!(MODEL_LOAD_DURATION, "model" => model.to_owned()).record(seconds);
     gauge!(MODEL_LOADED, "model" => model.to_owned()).set(if loaded { 1.0 } else { 0.0 });
+}
+
+/// Records that `model` is being unloaded for `reason`.
+pub fn record_eviction(model: &str, reason: &'static str) {
+    counter!(MODEL_EVICTIONS, "model" => model.to_owned(), "reason" => reason).increment(1);
+}
+
+/// Records that `model` left memory.
+pub fn record_model_unloaded(model: &str) {
+    gauge!(MODEL_LOADED, "model" => model.to_owned()).set(0.0);
 }
 
 /// Records a request rejected by a rate limit.

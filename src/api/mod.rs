@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -130,6 +131,9 @@ pub struct ModelCard {
     pub object: String,
     /// Unix time the model was loaded.
     pub created: u64,
-    /// Who serves it.
+    /// Who publishes it.
     pub owned_by: String,
+    /// Extension: whether it is in memory now (others load on first use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded: Option<bool>,
 }

@@ -37,6 +37,8 @@ pub struct Identity {
     pub allowed_models: Option<Vec<String>>,
     /// Rate and concurrency limits.
     pub limits: Limits,
+    /// May use the admin API (`/admin/*`: load and unload models).
+    pub admin: bool,
 }
 
 impl Identity {
@@ -48,12 +50,14 @@ impl Identity {
         }
     }
 
-    /// The identity of every request when authentication is off: all models, no limits.
+    /// The identity of every request when authentication is off: all models, no limits, and
+    /// the admin API (an open server is open to everyone).
     pub fn anonymous() -> Identity {
         Identity {
             id: "anonymous".to_owned(),
             allowed_models: None,
             limits: Limits::default(),
+            admin: true,
         }
     }
 }
@@ -68,6 +72,7 @@ mod tests {
             id: "alice".into(),
             allowed_models: Some(vec!["SmolLM2-135M-Instruct.Q4_1".into()]),
             limits: Limits::default(),
+            admin: false,
         };
         assert!(identity.may_use("SmolLM2-135M-Instruct.Q4_1"));
         assert!(!identity.may_use("gemma-3-270m"));

@@ -21,6 +21,7 @@ pub(crate) struct JwtVerifier {
     audience: Option<String>,
     leeway_secs: u64,
     models_claim: String,
+    admin_claim: String,
     limits_claim: String,
 }
 
@@ -64,6 +65,7 @@ impl JwtVerifier {
             audience: config.audience.clone(),
             leeway_secs: config.leeway_secs,
             models_claim: config.models_claim.clone(),
+            admin_claim: config.admin_claim.clone(),
             limits_claim: config.limits_claim.clone(),
         })
     }
@@ -157,10 +159,16 @@ impl JwtVerifier {
         if limits.zero_limit().is_some() {
             return Err(claim_rejected(&self.limits_claim));
         }
+        let admin = match claims.get(&self.admin_claim) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(admin)) => *admin,
+            Some(_) => return Err(claim_rejected(&self.admin_claim)),
+        };
         Ok(Identity {
             id,
             allowed_models,
             limits,
+            admin,
         })
     }
 }
@@ -307,6 +315,7 @@ mod tests {
                 tokens_per_minute: Some(20000),
                 max_concurrent: Some(4),
             },
+            admin: false,
         }
     }
 
@@ -359,7 +368,8 @@ mod tests {
             Ok(Identity {
                 id: "alice".into(),
                 allowed_models: None,
-                limits: Limits::default()
+                limits: Limits::default(),
+                admin: false,
             })
         );
     }

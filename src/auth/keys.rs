@@ -26,6 +26,8 @@ pub(super) struct KeyEntry {
     pub(super) allowed_models: Option<Vec<String>>,
     pub(super) expires: Option<SystemTime>,
     pub(super) limits: Limits,
+    /// May use the admin API.
+    pub(super) admin: bool,
     /// Line of the file the entry came from, for duplicate reports.
     pub(super) line: usize,
 }
@@ -86,6 +88,7 @@ impl KeyStore {
             id: entry.id.clone(),
             allowed_models: entry.allowed_models.clone(),
             limits: entry.limits,
+            admin: entry.admin,
         })
     }
 

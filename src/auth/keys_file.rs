@@ -37,6 +37,9 @@ struct KeyRecord {
     requests_per_minute: Option<u32>,
     tokens_per_minute: Option<u32>,
     max_concurrent: Option<u32>,
+    /// May use the admin API.
+    #[serde(default)]
+    admin: bool,
 }
 
 /// Parses keys file text in either format; `path` only names the file in error messages.
@@ -126,6 +129,7 @@ fn parse_lines(text: &str, file: &FileErrors<'_>) -> Result<KeyStore, AuthError>
             allowed_models: None,
             expires: None,
             limits: Limits::default(),
+            admin: false,
             line,
         };
         store
@@ -193,6 +197,7 @@ fn key_entry(record: KeyRecord, line: usize) -> Result<KeyEntry, String> {
         allowed_models: record.models,
         expires,
         limits,
+        admin: record.admin,
         line,
     })
 }
@@ -291,6 +296,7 @@ secret = "{BOB}"
                     tokens_per_minute: Some(20000),
                     max_concurrent: Some(4),
                 },
+                admin: false,
             }
         );
         assert!(alice.may_use("SmolLM2-135M-Instruct.Q4_1"));

@@ -74,6 +74,8 @@ pub struct JwtConfig {
     pub models_claim: String,
     /// Claim holding `{requests_per_minute, tokens_per_minute, max_concurrent}`.
     pub limits_claim: String,
+    /// Boolean claim granting the admin API.
+    pub admin_claim: String,
 }
 
 impl Default for JwtConfig {
@@ -87,6 +89,7 @@ impl Default for JwtConfig {
             leeway_secs: 30,
             models_claim: "models".to_owned(),
             limits_claim: "limits".to_owned(),
+            admin_claim: "admin".to_owned(),
         }
     }
 }

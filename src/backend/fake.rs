@@ -183,3 +183,17 @@ impl Backend for FakeBackend {
         }
     }
 }
+/// An engine thread running the fake backend, for registry and HTTP tests.
+pub fn spawn_engine(
+    name: &str,
+    settings: crate::engine::EngineSettings,
+) -> Result<crate::engine::Engine, crate::engine::EngineError> {
+    crate::engine::Engine::spawn(name, settings, |runner| {
+        runner.run(
+            FakeBackend::new(FakeConfig::default()),
+            std::sync::Arc::new(FakeTokenizer),
+            FakeBackend::info(),
+        );
+        Ok(())
+    })
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -22,6 +22,7 @@ use super::{
     Backend, BackendError, BatchEntry, ModelInfo, SamplingParams, SlotId, TokenId, Tokenizer,
 };
 use crate::engine::{Engine, EngineError, EngineSettings};
+use crate::models::planner::KvType;
 
 /// Thread counts for llama.cpp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +33,9 @@ pub struct Threads {
     pub batch: usize,
 }
 
-/// llama.cpp's process-wide initialisation, done once.
-fn llama_backend() -> Result<&'static LlamaBackend, BackendError> {
+/// llama.cpp's process-wide initialisation, done once (also before quantizing, as llama.cpp's
+/// own `llama-quantize` does).
+pub(crate) fn llama_backend() -> Result<&'static LlamaBackend, BackendError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -44,21 +46,56 @@ fn llama_backend() -> Result<&'static LlamaBackend, BackendError> {
         .map_err(|message| BackendError::Context(format!("llama.cpp init failed: {message}")))
 }
 
+/// Where a model's weights and cache live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// Layers offloaded to the GPU (ignored by CPU-only builds, which have no GPU device).
+    pub gpu_layers: u32,
+    /// KV cache element type.
+    pub kv_type: KvType,
+}
+
+/// Free memory of the first GPU llama.cpp sees, if any.
+pub fn gpu_free_memory() -> Option<u64> {
+    llama_backend().ok()?;
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .find(|device| {
+            matches!(
+                device.device_type,
+                llama_cpp_2::LlamaBackendDeviceType::Gpu
+                    | llama_cpp_2::LlamaBackendDeviceType::IntegratedGpu
+            )
+        })
+        .map(|device| device.memory_free as u64)
+}
+
+fn cache_type(kv_type: KvType) -> KvCacheType {
+    match kv_type {
+        KvType::F16 => KvCacheType::F16,
+        KvType::Q8_0 => KvCacheType::Q8_0,
+        KvType::Q4_0 => KvCacheType::Q4_0,
+    }
+}
+
 /// Loads the GGUF at `path` on a new engine thread and returns its handle once ready.
 pub fn spawn_engine(
     name: &str,
     path: &Path,
     settings: EngineSettings,
     threads: Threads,
+    placement: Placement,
 ) -> Result<Engine, EngineError> {
     let path: PathBuf = path.to_owned();
     Engine::spawn(name, settings, move |runner| {
         let backend = llama_backend()?;
-        let model = LlamaModel::load_from_file(backend, &path, &LlamaModelParams::default())
-            .map_err(|err| BackendError::Load {
+        let model_params = LlamaModelParams::default().with_n_gpu_layers(placement.gpu_layers);
+        let model = LlamaModel::load_from_file(backend, &path, &model_params).map_err(|err| {
+            BackendError::Load {
                 path: path.display().to_string(),
                 message: err.to_string(),
-            })?;
+            }
+        })?;
         let model = Arc::new(model);
         let n_ctx = settings.ctx_size.saturating_mul(settings.parallel as u32);
         let params = LlamaContextParams::default()
@@ -68,7 +105,9 @@ pub fn spawn_engine(
             .with_n_seq_max(settings.parallel as u32)
             .with_kv_unified(false)
             .with_n_threads(threads.decode as i32)
-            .with_n_threads_batch(threads.batch as i32);
+            .with_n_threads_batch(threads.batch as i32)
+            .with_type_k(cache_type(placement.kv_type))
+            .with_type_v(cache_type(placement.kv_type));
         let context = model.new_context(backend, params).map_err(|err| {
             BackendError::Context(format!(
                 "{err} (n_ctx {n_ctx}); try a smaller --ctx-size or --parallel"

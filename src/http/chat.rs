@@ -43,7 +43,7 @@ pub async fn chat_completions(
         .or(request.sampling.max_tokens);
     let options = generation_options(&request.sampling, max_tokens)?;
     let messages = template_messages(&request.messages)?;
-    let model = served_model(&state, &identity, &label, &request.model)?;
+    let model = served_model(&state, &identity, &label, &request.model).await?;
     if let Some(user) = &request.sampling.user {
         tracing::info!(user = %user, "chat completion for end user");
     }
@@ -58,7 +58,7 @@ pub async fn chat_completions(
     };
     respond(
         &state,
-        &model,
+        model,
         identity,
         generate,
         delivery(&request.sampling),

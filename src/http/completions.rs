@@ -28,7 +28,7 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     check_unsupported(&request)?;
     let options = generation_options(&request.sampling, request.sampling.max_tokens)?;
-    let model = served_model(&state, &identity, &label, &request.model)?;
+    let model = served_model(&state, &identity, &label, &request.model).await?;
     if let Some(user) = &request.sampling.user {
         tracing::info!(user = %user, "text completion for end user");
     }
@@ -51,7 +51,7 @@ pub async fn completions(
     };
     respond(
         &state,
-        &model,
+        model,
         identity,
         generate,
         delivery(&request.sampling),

@@ -146,6 +146,16 @@ impl ApiError {
         .with_code("model_not_allowed")
     }
 
+    /// 403: the admin API for an identity without admin rights.
+    pub fn admin_required() -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "This API key may not use the admin API",
+        )
+        .with_code("admin_required")
+    }
+
     /// 429 `rate_limit_exceeded` with `Retry-After` and the `x-ratelimit-*` headers.
     pub fn rate_limited(
         message: String,
@@ -248,6 +258,7 @@ impl From<EngineError> for ApiError {
                     5,
                 )
             }
+            EngineError::Aborted => ApiError::unavailable(err.to_string(), "shutting_down", 1),
             EngineError::Backend(_) | EngineError::Load(_) => ApiError::internal(err),
         }
     }
@@ -258,7 +269,27 @@ impl From<RegistryError> for ApiError {
         match err {
             RegistryError::NotFound(model) => ApiError::model_not_found(&model),
             RegistryError::Loading(_) => ApiError::unavailable(err.to_string(), "model_loading", 5),
-            RegistryError::Failed { .. } => ApiError::internal(err),
+            RegistryError::Failed { .. } => {
+                tracing::warn!(error = %err, "request for a model that failed to load");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    err.to_string(),
+                )
+                .with_code("model_load_failed")
+            }
+            RegistryError::NoRoom { .. } => {
+                ApiError::unavailable(err.to_string(), "model_capacity", 10)
+            }
+            RegistryError::ShuttingDown => {
+                ApiError::unavailable(err.to_string(), "shutting_down", 5)
+            }
+            RegistryError::Pinned(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                err.to_string(),
+            )
+            .with_code("model_pinned"),
         }
     }
 }

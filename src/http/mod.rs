@@ -2,8 +2,11 @@
 //! which takes a bound listener so tests can bind port 0 without races.
 
 mod access;
+mod admin;
 mod chat;
 mod completions;
+#[cfg(feature = "onnx")]
+mod embeddings;
 mod error;
 pub mod extract;
 mod models;
@@ -12,6 +15,7 @@ mod ops;
 mod params;
 mod respond;
 mod stream;
+mod webui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +36,8 @@ pub use error::ApiError;
 
 use crate::auth::{AuthError, Authenticator, Limits};
 use crate::config::Config;
+#[cfg(feature = "onnx")]
+use crate::models::embedders::Embedders;
 use crate::models::registry::Registry;
 
 /// Request handling limits of the HTTP layer, from the configuration.
@@ -47,6 +53,8 @@ pub struct HttpSettings {
     pub max_messages: usize,
     /// Origins allowed by CORS; `None` disables CORS.
     pub cors_origins: Option<Vec<String>>,
+    /// Serve the chat page at `/`.
+    pub web_ui: bool,
 }
 
 impl HttpSettings {
@@ -58,6 +66,7 @@ impl HttpSettings {
             queue_timeout: Duration::from_secs(config.queue_timeout_secs),
             max_messages: config.max_messages,
             cors_origins: config.cors_origin_list(),
+            web_ui: config.web_ui_enabled(),
         }
     }
 }
@@ -74,6 +83,9 @@ struct StateInner {
     settings: HttpSettings,
     access: Arc<AccessControl>,
     shutting_down: AtomicBool,
+    /// The ONNX embedding models, once [`AppState::set_embedders`] was called.
+    #[cfg(feature = "onnx")]
+    embedders: std::sync::OnceLock<Arc<Embedders>>,
 }
 
 impl AppState {
@@ -89,6 +101,8 @@ impl AppState {
                 settings,
                 access,
                 shutting_down: AtomicBool::new(false),
+                #[cfg(feature = "onnx")]
+                embedders: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -111,8 +125,43 @@ impl AppState {
     }
 
     /// The served models.
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
+    }
+
+    /// Starts loading the embedding models `config` names and serves them once loaded (call
+    /// once, inside the runtime; without the `onnx` feature, config validation has already
+    /// refused embedding models).
+    pub fn start_embedders(&self, config: &Config) -> Result<(), String> {
+        let specs = config.embedding_specs()?;
+        #[cfg(feature = "onnx")]
+        {
+            let embedders = Embedders::start(
+                specs,
+                config.onnx_runtime.clone(),
+                &config.models_dir,
+                &config.pull_options(false),
+            );
+            let _ = self.inner.embedders.set(embedders);
+        }
+        #[cfg(not(feature = "onnx"))]
+        let _ = specs;
+        Ok(())
+    }
+
+    /// The embedding models (none until set).
+    #[cfg(feature = "onnx")]
+    pub fn embedders(&self) -> &Embedders {
+        static NONE: std::sync::LazyLock<Embedders> = std::sync::LazyLock::new(Embedders::default);
+        self.inner.embedders.get().map_or(&NONE, |e| e.as_ref())
+    }
+
+    /// Ready when the pinned models and the embedding models have loaded.
+    pub fn readiness(&self) -> Result<(), crate::models::registry::RegistryError> {
+        self.registry().readiness()?;
+        #[cfg(feature = "onnx")]
+        self.embedders().readiness()?;
+        Ok(())
     }
 
     /// Request limits.
@@ -150,14 +199,33 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models::list_models))
-        .route("/v1/models/{*id}", get(models::get_model))
+        .route("/v1/models/{*id}", get(models::get_model));
+    #[cfg(feature = "onnx")]
+    let api = api.route("/v1/embeddings", post(embeddings::embeddings));
+    let api = api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        access::authenticate,
+    ));
+    let admin = Router::new()
+        .route("/admin/models", get(admin::list))
+        .route("/admin/models/{id}", get(admin::show))
+        .route("/admin/models/{id}/load", post(admin::load))
+        .route("/admin/models/{id}/unload", post(admin::unload))
+        .route_layer(axum::middleware::from_fn(admin::require_admin))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::authenticate,
         ));
     let cors = state.settings().cors_origins.clone().map(cors_layer);
+    let page = if state.settings().web_ui {
+        webui::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(page)
         .merge(api)
+        .merge(admin)
         .route("/health", get(ops::health))
         .route("/live", get(ops::live))
         .route("/ready", get(ops::ready))

@@ -22,6 +22,8 @@ pub async fn list_models(
 
 fn visible_models(state: &AppState, identity: &Identity) -> Vec<ModelCard> {
     let mut cards = state.registry().list();
+    #[cfg(feature = "onnx")]
+    cards.extend(state.embedders().cards());
     cards.retain(|card| identity.may_use(&card.id));
     cards
 }

@@ -94,6 +94,7 @@ pub(crate) async fn track(mut request: Request, next: Next) -> Response {
     let operation = match endpoint.as_deref() {
         Some("/v1/chat/completions") => Some("chat"),
         Some("/v1/completions") => Some("text_completion"),
+        Some("/v1/embeddings") => Some("embeddings"),
         _ => None,
     };
     if let Some(operation) = operation {
@@ -118,12 +119,18 @@ fn endpoint_label(path: Option<&str>) -> &'static str {
     const KNOWN: &[&str] = &[
         "/v1/chat/completions",
         "/v1/completions",
+        "/v1/embeddings",
         "/v1/models",
         "/v1/models/{*id}",
         "/health",
         "/live",
         "/ready",
         "/status",
+        "/admin/models",
+        "/admin/models/{id}",
+        "/admin/models/{id}/load",
+        "/admin/models/{id}/unload",
+        "/",
     ];
     path.and_then(|p| KNOWN.iter().find(|k| **k == p).copied())
         .unwrap_or("unmatched")

@@ -14,7 +14,7 @@ use crate::models::registry::RegistryError;
 /// Liveness and load state: 200 while the process serves (`status` is `loading` or `ok`),
 /// 503 only when the model failed to load or its engine stopped.
 pub async fn health(State(state): State<AppState>) -> Response {
-    match state.registry().readiness() {
+    match state.readiness() {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
         Err(RegistryError::Loading(model)) => (
             StatusCode::OK,
@@ -48,7 +48,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     if state.is_shutting_down() {
         return not_ready("shutting_down");
     }
-    match state.registry().readiness() {
+    match state.readiness() {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
         Err(RegistryError::Loading(_)) => not_ready("loading"),
         Err(_) => not_ready("failed"),
@@ -63,27 +63,37 @@ pub async fn metrics() -> Response {
     }
 }
 
-/// Engine state per model as JSON.
+/// Every model's life-cycle state, with live engine counters for the loaded ones.
 pub async fn status(State(state): State<AppState>) -> Response {
     let registry = state.registry();
-    let model = registry.model_id().to_owned();
-    let body = match registry.get(&model) {
-        Ok(served) => json!({
-            "models": [{
-                "id": served.id,
-                "state": if served.engine.is_running() { "ready" } else { "stopped" },
-                "engine": served.engine.stats().snapshot(Instant::now()),
-            }],
-            "shutting_down": state.is_shutting_down(),
-        }),
-        Err(err) => json!({
-            "models": [{
-                "id": model,
-                "state": match err { RegistryError::Loading(_) => "loading", _ => "failed" },
-                "error": match err { RegistryError::Failed { message, .. } => Some(message), _ => None },
-            }],
-            "shutting_down": state.is_shutting_down(),
-        }),
-    };
-    Json(body).into_response()
+    let now = Instant::now();
+    let models: Vec<_> = registry
+        .status()
+        .into_iter()
+        .map(|model| {
+            let engine = registry
+                .loaded(&model.id)
+                .map(|served| served.engine.stats().snapshot(now));
+            json!({
+                "id": model.id,
+                "state": model.state,
+                "pinned": model.pinned,
+                "in_flight": model.in_flight,
+                "error": model.error,
+                "engine": engine,
+            })
+        })
+        .collect();
+    #[cfg(feature = "onnx")]
+    let models: Vec<_> = models
+        .into_iter()
+        .chain(state.embedders().states().into_iter().map(|(id, model_state, error)| {
+            json!({"id": id, "state": model_state, "kind": "embedding", "error": error, "engine": null})
+        }))
+        .collect();
+    Json(json!({
+        "models": models,
+        "shutting_down": state.is_shutting_down(),
+    }))
+    .into_response()
 }

@@ -1,28 +1,27 @@
 //! Request fields shared by chat and text completions, checked and turned into engine options.
 
-use std::sync::Arc;
-
 use super::observe::ModelLabel;
 use super::respond::Delivery;
 use super::{ApiError, AppState};
 use crate::api::{ExtraFields, SamplingFields};
 use crate::auth::Identity;
 use crate::engine::GenerationOptions;
-use crate::models::registry::ServedModel;
+use crate::models::registry::Lease;
 
-/// The served model `name`, if `identity` may use it (403 otherwise); labels the request.
-pub(crate) fn served_model(
+/// The model `name` for one request, loaded if needed, if `identity` may use it (403
+/// otherwise, checked before any load); labels the request.
+pub(crate) async fn served_model(
     state: &AppState,
     identity: &Identity,
     label: &ModelLabel,
     name: &str,
-) -> Result<Arc<ServedModel>, ApiError> {
-    let model = state.registry().get(name)?;
-    label.set(&model.id);
-    if !identity.may_use(&model.id) {
-        return Err(ApiError::model_not_allowed(&model.id));
+) -> Result<Lease, ApiError> {
+    let spec = state.registry().spec(name)?;
+    label.set(&spec.id);
+    if !identity.may_use(&spec.id) && !identity.may_use(name) {
+        return Err(ApiError::model_not_allowed(&spec.id));
     }
-    Ok(model)
+    Ok(state.registry().acquire(name).await?)
 }
 
 /// Whole body or server-sent events, from `stream` and `stream_options`.

@@ -14,7 +14,7 @@ use super::stream::{ChunkFormat, collect, sse_response};
 use super::{ApiError, AppState};
 use crate::auth::Identity;
 use crate::engine::{EngineError, Event, GenerateRequest};
-use crate::models::registry::ServedModel;
+use crate::models::registry::Lease;
 
 /// How the client wants the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,8 @@ struct Accounting {
     identity: Arc<Identity>,
     generated: Arc<AtomicUsize>,
     _in_flight: InFlight,
+    /// Keeps the model loaded until the response ends.
+    _model: Lease,
 }
 
 impl Drop for Accounting {
@@ -48,7 +50,7 @@ impl Drop for Accounting {
 /// Admits `request` for `identity` on `model` and answers it in `format`.
 pub(crate) async fn respond<F: ChunkFormat>(
     state: &AppState,
-    model: &ServedModel,
+    model: Lease,
     identity: Arc<Identity>,
     request: GenerateRequest,
     delivery: Delivery,
@@ -96,6 +98,7 @@ pub(crate) async fn respond<F: ChunkFormat>(
         identity,
         generated: generation.generated,
         _in_flight: in_flight,
+        _model: model,
     };
     let deadline = started + settings.request_timeout;
     let timeout_secs = settings.request_timeout.as_secs();

