@@ -7,6 +7,8 @@
 pub mod fake;
 #[cfg(feature = "llama")]
 pub mod llama_cpp;
+#[cfg(all(feature = "llama", feature = "onnx"))]
+pub mod llama_embed;
 
 use std::sync::Arc;
 

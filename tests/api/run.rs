@@ -8,14 +8,21 @@ use crate::common::{SERIAL, model, server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_inferno");
 
-/// `inferno run` on the test model with an empty models dir, greedy and short.
-fn run_command() -> Command {
+/// `inferno run` on the test model with an empty models dir, greedy, at most `max_tokens`.
+fn run_command(max_tokens: &str) -> Command {
     let empty = tempfile::tempdir().unwrap().keep();
     let mut command = Command::new(BIN);
     command
         .arg("run")
         .arg(&model().path)
-        .args(["--max-tokens", "8", "--temperature", "0", "--parallel", "1"])
+        .args([
+            "--max-tokens",
+            max_tokens,
+            "--temperature",
+            "0",
+            "--parallel",
+            "1",
+        ])
         .arg("--models-dir")
         .arg(empty)
         .env("OMP_WAIT_POLICY", "passive")
@@ -25,7 +32,7 @@ fn run_command() -> Command {
 
 #[test]
 fn one_shot_prints_only_the_answer() {
-    let output = run_command()
+    let output = run_command("8")
         .arg("What is the capital of France?")
         .output()
         .unwrap();
@@ -38,7 +45,7 @@ fn one_shot_prints_only_the_answer() {
 
 #[test]
 fn the_prompt_can_come_from_stdin_and_verbose_adds_timings() {
-    let mut child = run_command()
+    let mut child = run_command("8")
         .args(["-", "--verbose"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -101,7 +108,7 @@ async fn url_talks_to_a_running_server() {
 
 #[test]
 fn interactive_chat_answers_and_bye_leaves() {
-    let mut command = run_command();
+    let mut command = run_command("8");
     command.env("HOME", tempfile::tempdir().unwrap().keep());
     let mut session = rexpect::session::spawn_command(command, Some(60_000)).unwrap();
     session.exp_string(">>> ").unwrap();
@@ -113,6 +120,25 @@ fn interactive_chat_answers_and_bye_leaves() {
     session.exp_string(">>> ").unwrap();
     session.send_line("/stats").unwrap();
     session.exp_string("tokens/s").unwrap();
+    session.send_line("/bye").unwrap();
+    session.exp_eof().unwrap();
+}
+
+#[test]
+fn ctrl_c_stops_the_answer_not_the_chat() {
+    let mut command = run_command("3000");
+    command.env("HOME", tempfile::tempdir().unwrap().keep());
+    let mut session = rexpect::session::spawn_command(command, Some(60_000)).unwrap();
+    session.exp_string(">>> ").unwrap();
+    session
+        .send_line("Write a very long essay about the history of Rome.")
+        .unwrap();
+    // The echo of the question, some of the answer, then Ctrl-C.
+    session.exp_string("history of Rome.").unwrap();
+    session.exp_regex("[A-Za-z]{4}").unwrap();
+    session.send_control('c').unwrap();
+    session.exp_string("(stopped)").unwrap();
+    session.exp_string(">>> ").unwrap();
     session.send_line("/bye").unwrap();
     session.exp_eof().unwrap();
 }
