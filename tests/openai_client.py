@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 
 import openai
@@ -19,8 +20,11 @@ import openai
 
 def start_server(binary, model):
     env = dict(os.environ, NO_COLOR="1", INFERNO_LOG="info")
+    # An empty models dir, so that only `model` is served (the cache holds other models).
+    models_dir = tempfile.mkdtemp(prefix="inferno-openai-")
     proc = subprocess.Popen(
-        [binary, "serve", "--port", "0", "--ctx-size", "1024", "--parallel", "2", "--model", model],
+        [binary, "serve", "--port", "0", "--ctx-size", "1024", "--parallel", "2", "--model", model,
+         "--models-dir", models_dir],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

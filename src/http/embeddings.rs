@@ -72,8 +72,14 @@ pub async fn embeddings(
     if let Some(user) = &request.user {
         tracing::info!(user = %user, "embeddings for end user");
     }
-    let counts = service.count_tokens(&texts).map_err(embedding_error)?;
-    let prompt_tokens: usize = counts.iter().sum();
+    // Tokenizing up to a 4 MB body is CPU work: keep it off the async threads.
+    let (counts, texts) = tokio::task::spawn_blocking({
+        let service = service.clone();
+        move || (service.count_tokens(&texts), texts)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let prompt_tokens: usize = counts.map_err(embedding_error)?.iter().sum();
     let access = state.access();
     let _in_flight = access.acquire(&identity)?;
     let rate = access.admit(&identity, prompt_tokens)?;

@@ -423,3 +423,46 @@ async fn a_quantized_kv_cache_takes_less_memory_and_still_answers() {
     let kv_f16 = 30 * 3 * 128 * 1024 * 2 * 2;
     assert_eq!(f16 - q8, kv_f16 - kv_f16 * 34 / 64, "f16 {f16}, q8_0 {q8}");
 }
+
+#[test]
+fn models_list_and_rm_manage_the_models_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = inferno::models::gguf::GgufWriter::new();
+    writer.metadata("general.architecture", "llama").unwrap();
+    writer
+        .tensor_f32("token_embd.weight", &[4, 2], &[0.5; 8])
+        .unwrap();
+    writer.write(&dir.path().join("tiny.gguf")).unwrap();
+    let inferno = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_inferno"))
+            .args(args)
+            .arg("--models-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let listed = inferno(&["models", "list", "--json"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let models: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(models[0]["name"], "tiny", "{models}");
+    let size = std::fs::metadata(dir.path().join("tiny.gguf"))
+        .unwrap()
+        .len();
+    assert_eq!(models[0]["size"], size);
+    let removed = inferno(&["models", "rm", "tiny"]);
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(!dir.path().join("tiny.gguf").exists());
+    let again = inferno(&["models", "rm", "tiny"]);
+    assert!(!again.status.success(), "removing a missing model fails");
+    let empty: Value =
+        serde_json::from_slice(&inferno(&["models", "list", "--json"]).stdout).unwrap();
+    assert_eq!(empty, json!([]));
+}
