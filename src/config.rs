@@ -351,13 +351,16 @@ impl Config {
 
     /// Whether `/` serves the chat page: as configured, else only on loopback binds.
     pub fn web_ui_enabled(&self) -> bool {
-        self.web_ui.unwrap_or_else(|| {
-            self.host == "localhost"
-                || self
-                    .host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        })
+        self.web_ui.unwrap_or_else(|| self.listens_on_loopback())
+    }
+
+    /// Whether `host` is reachable only from this machine.
+    pub fn listens_on_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// The embedding models: `--embedding-model` names, then `[[embedding-models]]` tables.

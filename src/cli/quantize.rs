@@ -116,23 +116,15 @@ impl QuantType {
         }
     }
 
-    /// The tensor type most weights get (the K-quant mixes give some tensors a larger one).
+    /// The tensor type most weights get (the K-quant mixes give some tensors a larger one):
+    /// the file type's name without the mix's size suffix, e.g. Q4_K_M → Q4_K.
     fn base_type(self) -> GgmlType {
-        let name = match self {
-            QuantType::F16 => "F16",
-            QuantType::Bf16 => "BF16",
-            QuantType::Q8_0 => "Q8_0",
-            QuantType::Q4_0 => "Q4_0",
-            QuantType::Q4_1 => "Q4_1",
-            QuantType::Q5_0 => "Q5_0",
-            QuantType::Q5_1 => "Q5_1",
-            QuantType::Q2K => "Q2_K",
-            QuantType::Q3KS | QuantType::Q3KM | QuantType::Q3KL => "Q3_K",
-            QuantType::Q4KS | QuantType::Q4KM => "Q4_K",
-            QuantType::Q5KS | QuantType::Q5KM => "Q5_K",
-            QuantType::Q6K => "Q6_K",
-        };
-        GgmlType::from_name(name).expect("every base type is in the ggml table")
+        let name = self.file_type_name();
+        let base = ["_K_S", "_K_M", "_K_L"]
+            .iter()
+            .find_map(|mix| name.strip_suffix(mix).map(|stem| format!("{stem}_K")))
+            .unwrap_or_else(|| name.to_owned());
+        GgmlType::from_name(&base).expect("every base type is in the ggml table")
     }
 
     #[cfg(feature = "llama")]

@@ -71,7 +71,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     state.start_embedders(&config).map_err(anyhow::Error::msg)?;
     if state.access().requires_auth() {
         tracing::info!("authentication required on /v1/*");
-    } else if !is_loopback(&config.host) {
+    } else if !config.listens_on_loopback() {
         tracing::warn!(host = %config.host, "listening on a non-loopback address WITHOUT authentication: anyone who can reach this port can use the model; set --api-keys-file or [jwt]");
     }
     spawn_reload_on_sighup(state.clone());
@@ -113,13 +113,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Re-reads the API keys file on SIGHUP (revocation without a restart), and prunes idle

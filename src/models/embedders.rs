@@ -155,9 +155,28 @@ async fn load(
     models_dir: &Path,
     pull: &PullOptions,
 ) -> Result<EmbeddingService, String> {
-    let (model, tokenizer) = match &spec.files {
-        EmbeddingFiles::Onnx { model, tokenizer } => (model, tokenizer),
-        EmbeddingFiles::Gguf(location) => return load_gguf(spec, location, models_dir, pull).await,
+    if let EmbeddingFiles::Gguf(location) = &spec.files {
+        return load_gguf(spec, location, models_dir, pull).await;
+    }
+    let config = onnx_config(spec, runtime, models_dir, pull).await?;
+    tokio::task::spawn_blocking(move || {
+        let embedder = OnnxEmbedder::load(config).map_err(|err| err.to_string())?;
+        EmbeddingService::spawn(embedder, BatchLimits::default()).map_err(|err| err.to_string())
+    })
+    .await
+    .map_err(|err| err.to_string())?
+}
+
+/// The files of an ONNX `spec` (pulled if needed) and its settings. The runtime library:
+/// `runtime` (a path or `pypi:` source), else `ORT_DYLIB_PATH`, else pulled from PyPI.
+pub async fn onnx_config(
+    spec: &EmbeddingSpec,
+    runtime: Option<String>,
+    models_dir: &Path,
+    pull: &PullOptions,
+) -> Result<EmbedderConfig, String> {
+    let EmbeddingFiles::Onnx { model, tokenizer } = &spec.files else {
+        return Err(format!("{} is not an ONNX model", spec.id));
     };
     let model = locate(model, models_dir, pull).await?;
     let tokenizer = locate(tokenizer, models_dir, pull).await?;
@@ -166,7 +185,7 @@ async fn load(
         None if std::env::var_os(RUNTIME_ENV_VAR).is_some() => None,
         None => Some(locate(RUNTIME_SOURCE, models_dir, pull).await?),
     };
-    let config = EmbedderConfig {
+    Ok(EmbedderConfig {
         runtime,
         intra_threads: Some(spec.threads),
         pooling: if spec.pooling == "cls" {
@@ -178,13 +197,7 @@ async fn load(
         max_seq_len: spec.max_seq_len,
         truncate: spec.truncate,
         ..EmbedderConfig::new(model, tokenizer)
-    };
-    tokio::task::spawn_blocking(move || {
-        let embedder = OnnxEmbedder::load(config).map_err(|err| err.to_string())?;
-        EmbeddingService::spawn(embedder, BatchLimits::default()).map_err(|err| err.to_string())
     })
-    .await
-    .map_err(|err| err.to_string())?
 }
 
 /// Resolves (and if needed pulls) a GGUF model and loads it in embedding mode.

@@ -62,10 +62,9 @@ pub(super) struct Entry {
     state: Mutex<State>,
     /// Requests holding a [`Lease`]; an unload waits for zero.
     in_flight: watch::Sender<usize>,
-    /// When the last request started or ended (monotonic, for keep-alive and LRU).
-    last_used: Mutex<Option<Instant>>,
-    /// The same, as wall-clock time for the admin API.
-    last_used_wall: Mutex<Option<SystemTime>>,
+    /// When the last request started or ended: monotonic (keep-alive, LRU) and wall-clock
+    /// (admin API).
+    last_used: Mutex<Option<(Instant, SystemTime)>>,
     /// The local file, once resolved (sources are pulled at first load).
     path: Mutex<Option<PathBuf>>,
 }
@@ -77,7 +76,6 @@ impl Entry {
             state: Mutex::new(State::Available),
             in_flight: watch::Sender::new(0),
             last_used: Mutex::new(None),
-            last_used_wall: Mutex::new(None),
             path: Mutex::new(Some(PathBuf::from(&spec.location)).filter(|path| path.is_file())),
             spec,
         }
@@ -120,16 +118,22 @@ impl Entry {
     }
 
     fn touch(&self) {
-        *self.last_used.lock().expect("lock is never poisoned") = Some(Instant::now());
-        *self.last_used_wall.lock().expect("lock is never poisoned") = Some(SystemTime::now());
+        *self.last_used.lock().expect("lock is never poisoned") =
+            Some((Instant::now(), SystemTime::now()));
     }
 
     pub(super) fn last_used(&self) -> Option<Instant> {
-        *self.last_used.lock().expect("lock is never poisoned")
+        self.last_used
+            .lock()
+            .expect("lock is never poisoned")
+            .map(|(at, _)| at)
     }
 
     pub(super) fn last_used_wall(&self) -> Option<SystemTime> {
-        *self.last_used_wall.lock().expect("lock is never poisoned")
+        self.last_used
+            .lock()
+            .expect("lock is never poisoned")
+            .map(|(_, wall)| wall)
     }
 
     /// Unused for at least its keep-alive (never true for pinned models or busy ones).
